@@ -1,0 +1,1 @@
+"""Composition package: settings, CLI, process wiring and the embedded services."""

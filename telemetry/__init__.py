@@ -1,0 +1,1 @@
+"""The time-series store: migrations, capability probe, idempotent writer and queries."""

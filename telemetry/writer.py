@@ -1,0 +1,157 @@
+"""Idempotent batch writer: COPY into a staging table, then INSERT ... ON CONFLICT DO NOTHING.
+
+One call writes one batch (readings, dead letters, device status) in one transaction, so the
+caller can acknowledge every message of the batch once :func:`write_batch` has returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+
+from gateway.payload import Accepted, StatusChange
+
+_STAGE = """
+CREATE TEMPORARY TABLE IF NOT EXISTS readings_stage (
+    time timestamptz, device_id text COLLATE "C", metric text COLLATE "C", value double precision,
+    boot integer, seq bigint, received_at timestamptz
+) ON COMMIT DELETE ROWS
+"""
+_READING_COLUMNS = "(time, device_id, metric, value, boot, seq, received_at)"
+_READING_TYPES = ["timestamptz", "text", "text", "float8", "int4", "int8", "timestamptz"]
+_DEAD_COLUMNS = "(received_at, topic, payload, reason, detail, device_id)"
+_DEAD_TYPES = ["timestamptz", "text", "bytea", "text", "text", "text"]
+
+_SEEN = """
+INSERT INTO device_status AS s (device_id, tenant, online, last_seen, changed_at, last_boot, last_seq)
+SELECT d, t, true, ls, ls, b, q
+  FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::int[], %s::bigint[]) AS u(d, t, ls, b, q)
+ON CONFLICT (device_id) DO UPDATE SET
+    last_seen  = greatest(s.last_seen, EXCLUDED.last_seen),
+    changed_at = CASE WHEN s.online THEN s.changed_at ELSE EXCLUDED.changed_at END,
+    online     = true,
+    last_boot  = CASE WHEN (EXCLUDED.last_boot, EXCLUDED.last_seq)
+                           >= (coalesce(s.last_boot, -1), coalesce(s.last_seq, -1))
+                      THEN EXCLUDED.last_boot ELSE s.last_boot END,
+    last_seq   = CASE WHEN (EXCLUDED.last_boot, EXCLUDED.last_seq)
+                           >= (coalesce(s.last_boot, -1), coalesce(s.last_seq, -1))
+                      THEN EXCLUDED.last_seq ELSE s.last_seq END
+"""
+
+_STATUS = """
+INSERT INTO device_status AS s (device_id, tenant, online, last_seen, changed_at)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (device_id) DO UPDATE SET
+    online     = EXCLUDED.online,
+    changed_at = CASE WHEN s.online = EXCLUDED.online THEN s.changed_at ELSE EXCLUDED.changed_at END,
+    last_seen  = CASE WHEN EXCLUDED.online THEN greatest(s.last_seen, EXCLUDED.last_seen)
+                      ELSE s.last_seen END
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    received_at: datetime
+    topic: str
+    payload: bytes
+    reason: str
+    detail: str
+    device_id: str | None
+
+
+@dataclass(slots=True)
+class Batch:
+    accepted: list[Accepted] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    status: list[StatusChange] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.accepted) + len(self.dead) + len(self.status)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    staged: int
+    inserted: int
+    dead_letters: int
+    status_changes: int
+
+    @property
+    def duplicates(self) -> int:
+        return self.staged - self.inserted
+
+
+def _reading_rows(accepted: Iterable[Accepted]) -> Iterable[tuple[object, ...]]:
+    for msg in accepted:
+        for r in msg.readings:
+            yield (msg.device_time, msg.device_id, r.metric, r.value, msg.boot, msg.seq,
+                   msg.received_at)
+
+
+def _last_seen(accepted: Sequence[Accepted]) -> list[list[object]]:
+    """Per device: when it was last heard from, and its highest (boot, seq) so far.
+
+    A redelivered old message may arrive last; it must not move the device's (boot, seq) back.
+    """
+    seen: dict[str, datetime] = {}
+    newest: dict[str, Accepted] = {}
+    for msg in accepted:
+        device = msg.device_id
+        if device not in seen or msg.received_at > seen[device]:
+            seen[device] = msg.received_at
+        prev = newest.get(device)
+        if prev is None or (msg.boot, msg.seq) >= (prev.boot, prev.seq):
+            newest[device] = msg
+    rows = list(newest.values())
+    return [
+        [m.device_id for m in rows], [m.tenant for m in rows], [seen[m.device_id] for m in rows],
+        [m.boot for m in rows], [m.seq for m in rows],
+    ]
+
+
+def _copy_readings(cur: psycopg.Cursor[object], table: str, accepted: list[Accepted]) -> int:
+    rows = 0
+    with cur.copy(f"COPY {table} {_READING_COLUMNS} FROM STDIN (FORMAT BINARY)") as cp:
+        cp.set_types(_READING_TYPES)
+        for row in _reading_rows(accepted):
+            cp.write_row(row)
+            rows += 1
+    return rows
+
+
+def _insert_readings(conn: psycopg.Connection, cur: psycopg.Cursor[object],
+                     accepted: list[Accepted]) -> tuple[int, int]:
+    """(staged, inserted). Fast path: COPY straight into ``readings`` under a savepoint. If any
+    row is already stored (a redelivery), roll back to the savepoint and take the idempotent
+    path: COPY into a staging table, then INSERT ... ON CONFLICT DO NOTHING."""
+    try:
+        with conn.transaction():
+            staged = _copy_readings(cur, "readings", accepted)
+        return staged, staged
+    except psycopg.errors.UniqueViolation:
+        pass
+    cur.execute(_STAGE)
+    staged = _copy_readings(cur, "readings_stage", accepted)
+    cur.execute(f"INSERT INTO readings {_READING_COLUMNS} SELECT * FROM readings_stage"
+                " ON CONFLICT DO NOTHING")
+    return staged, cur.rowcount
+
+
+def write_batch(conn: psycopg.Connection, batch: Batch) -> WriteResult:
+    """Write a batch in one transaction; replayed readings are counted, not stored twice."""
+    staged = inserted = 0
+    with conn.transaction(), conn.cursor() as cur:
+        if batch.accepted:
+            staged, inserted = _insert_readings(conn, cur, batch.accepted)
+            cur.execute(_SEEN, _last_seen(batch.accepted))
+        if batch.dead:
+            with cur.copy(f"COPY dead_letters {_DEAD_COLUMNS} FROM STDIN (FORMAT BINARY)") as cp:
+                cp.set_types(_DEAD_TYPES)
+                for d in batch.dead:
+                    cp.write_row((d.received_at, d.topic, d.payload, d.reason, d.detail, d.device_id))
+        for s in batch.status:
+            cur.execute(_STATUS, (s.device_id, s.tenant, s.online, s.received_at, s.received_at))
+    return WriteResult(staged, inserted, len(batch.dead), len(batch.status))
