@@ -232,6 +232,15 @@ def bench_ingest(
     raise typer.Exit(code)
 
 
+def _register_lending() -> None:
+    from pledgewatch.lendingcmd import register
+
+    register(app)
+
+
+_register_lending()
+
+
 def main() -> None:  # pragma: no cover - console entry point
     try:
         app()

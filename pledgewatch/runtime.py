@@ -37,7 +37,7 @@ def start_services(settings: Settings, stack: ExitStack) -> Endpoints:
     database_url = settings.database_url
     if database_url is None:
         pg = EmbeddedPostgres(settings.state_dir / "postgres").start()
-        stack.callback(pg.stop)
+        stack.callback(pg.release)
         database_url = pg.url
     if settings.mqtt_url is None:
         broker = EmbeddedBroker().start()

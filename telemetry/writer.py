@@ -41,6 +41,26 @@ ON CONFLICT (device_id) DO UPDATE SET
                       THEN EXCLUDED.last_seq ELSE s.last_seq END
 """
 
+INGEST_CHANNEL = "pw_ingest"  # NOTIFY on commit: comma-separated ids of devices with new data
+NOTIFY_MAX_BYTES = 7000  # PostgreSQL caps a payload at 8000 bytes
+
+
+def notify_payloads(device_ids: Iterable[str]) -> list[str]:
+    """Comma-separated device ids in payloads that each fit one NOTIFY."""
+    payloads: list[str] = []
+    current: list[str] = []
+    size = 0
+    for device in sorted(set(device_ids)):
+        if current and size + len(device) + 1 > NOTIFY_MAX_BYTES:
+            payloads.append(",".join(current))
+            current, size = [], 0
+        current.append(device)
+        size += len(device) + 1
+    if current:
+        payloads.append(",".join(current))
+    return payloads
+
+
 _STATUS = """
 INSERT INTO device_status AS s (device_id, tenant, online, last_seen, changed_at)
 VALUES (%s, %s, %s, %s, %s)
@@ -154,4 +174,7 @@ def write_batch(conn: psycopg.Connection, batch: Batch) -> WriteResult:
                     cp.write_row((d.received_at, d.topic, d.payload, d.reason, d.detail, d.device_id))
         for s in batch.status:
             cur.execute(_STATUS, (s.device_id, s.tenant, s.online, s.received_at, s.received_at))
+        changed = [a.device_id for a in batch.accepted] + [s.device_id for s in batch.status]
+        for payload in notify_payloads(changed):
+            cur.execute("SELECT pg_notify(%s, %s)", (INGEST_CHANNEL, payload))
     return WriteResult(staged, inserted, len(batch.dead), len(batch.status))

@@ -1,0 +1,176 @@
+"""Pledge alerts: their types, lifecycle, and how findings become alerts without flapping.
+
+A rule looks at one lot or facility and returns a :class:`Finding` whose ``signal`` says whether
+the condition holds (RAISE), is clearly gone (CLEAR), or sits between the two lines (HOLD). The
+gap between the raise and clear lines is the hysteresis. :func:`reconcile` turns findings into
+events against the latest alert of each key (one key per alert type and lot or facility):
+
+- RAISE with an open or acknowledged alert of the key: nothing (idempotent under replays);
+- RAISE after a resolved alert: a new alert only once a CLEAR was seen since it was raised
+  (the alert is *re-armed*), so resolving a condition that still holds does not re-open it;
+- CLEAR: an auto-resolving alert is resolved, any other is marked cleared (re-armed);
+- HOLD: nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from lending.domain.model import DomainError
+
+
+class AlertType(StrEnum):
+    LTV_WARNING = "ltv_warning"
+    LTV_LIQUIDATION = "ltv_liquidation"
+    UNAUTHORISED_OUTBOUND = "unauthorised_outbound"
+    GEOFENCE_EXIT = "geofence_exit"
+    SENSOR_TAMPER = "sensor_tamper"
+    SENSOR_OFFLINE = "sensor_offline"
+    SENSOR_STALE = "sensor_stale"
+    SENSOR_FLATLINE = "sensor_flatline"
+    QUANTITY_MISMATCH = "quantity_mismatch"
+    CONDITION_OUT_OF_SPEC = "condition_out_of_spec"
+    DUPLICATE_PLEDGE = "duplicate_pledge"
+    SALES_COLLAPSE = "sales_collapse"
+    VALUE_BELOW_FLOOR = "value_below_floor"
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class Signal(StrEnum):
+    RAISE = "raise"
+    HOLD = "hold"
+    CLEAR = "clear"
+
+
+class AlertStatus(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+def alert_key(kind: AlertType, facility_id: str, lot_id: str | None) -> str:
+    return f"{kind}:{'lot:' + lot_id if lot_id else 'facility:' + facility_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """What one rule concluded about one lot or facility at one evaluation."""
+
+    type: AlertType
+    facility_id: str
+    lot_id: str | None
+    signal: Signal
+    severity: Severity = Severity.WARNING
+    message: str = ""
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    auto_resolve: bool = True  # resolve by itself on CLEAR (else an officer resolves it)
+    cure_deadline: datetime | None = None
+
+    @property
+    def key(self) -> str:
+        return alert_key(self.type, self.facility_id, self.lot_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    key: str
+    type: AlertType
+    severity: Severity
+    facility_id: str
+    lot_id: str | None
+    message: str
+    evidence: Mapping[str, Any]
+    raised_at: datetime
+    status: AlertStatus = AlertStatus.OPEN
+    auto_resolve: bool = True
+    cleared: bool = False  # a CLEAR was seen since it was raised: a new RAISE may open anew
+    cure_deadline: datetime | None = None
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    comment: str | None = None
+    id: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status is not AlertStatus.RESOLVED
+
+    def acknowledge(self, at: datetime, by: str) -> Alert:
+        if self.status is not AlertStatus.OPEN:
+            raise DomainError(f"alert {self.id} is {self.status}; only an open alert can be "
+                              "acknowledged")
+        return replace(self, status=AlertStatus.ACKNOWLEDGED, acknowledged_at=at, acknowledged_by=by)
+
+    def resolve(self, at: datetime, by: str, comment: str | None = None) -> Alert:
+        if self.status is AlertStatus.RESOLVED:
+            raise DomainError(f"alert {self.id} is already resolved")
+        return replace(self, status=AlertStatus.RESOLVED, resolved_at=at, resolved_by=by,
+                       comment=comment)
+
+
+@dataclass(frozen=True, slots=True)
+class PledgeAlertRaised:
+    alert: Alert
+
+
+@dataclass(frozen=True, slots=True)
+class PledgeAlertResolved:
+    alert: Alert
+
+
+@dataclass(frozen=True, slots=True)
+class PledgeAlertCleared:
+    """The condition behind an alert is gone; the alert stays for an officer (or is history)."""
+
+    alert: Alert
+
+
+AlertEvent = PledgeAlertRaised | PledgeAlertResolved | PledgeAlertCleared
+SYSTEM = "system"
+
+
+def _raise(finding: Finding, now: datetime) -> Alert:
+    return Alert(
+        key=finding.key, type=finding.type, severity=finding.severity,
+        facility_id=finding.facility_id, lot_id=finding.lot_id, message=finding.message,
+        evidence=dict(finding.evidence), raised_at=now, auto_resolve=finding.auto_resolve,
+        cure_deadline=finding.cure_deadline,
+    )
+
+
+def reconcile(latest: Mapping[str, Alert], findings: Iterable[Finding],
+              now: datetime) -> list[AlertEvent]:
+    """Events that bring the alerts in line with ``findings``; ``latest`` is the newest alert of
+    each key (any status). Applying the events and reconciling the same findings again yields no
+    events (idempotent)."""
+    events: list[AlertEvent] = []
+    for finding in findings:
+        last = latest.get(finding.key)
+        if finding.signal is Signal.RAISE:
+            if last is None or (not last.active and last.cleared):
+                events.append(PledgeAlertRaised(_raise(finding, now)))
+        elif finding.signal is Signal.CLEAR and last is not None:
+            if last.active and last.auto_resolve:
+                resolved = last.resolve(now, SYSTEM, "condition cleared")
+                events.append(PledgeAlertResolved(replace(resolved, cleared=True)))
+            elif not last.cleared:
+                events.append(PledgeAlertCleared(replace(last, cleared=True)))
+    return events
+
+
+def apply_events(latest: Mapping[str, Alert], events: Iterable[AlertEvent]) -> dict[str, Alert]:
+    """``latest`` after ``events`` (what the store does, as a pure function for tests)."""
+    result = dict(latest)
+    for event in events:
+        result[event.alert.key] = event.alert
+    return result

@@ -1,0 +1,85 @@
+"""One facility, assessed: verify lots → value them → limit snapshot → alert rules → events.
+
+This is the whole engine for one facility as a pure function; the service loads its inputs,
+calls :func:`assess`, and persists what comes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from lending.domain.alerts import Alert, AlertEvent, Finding, reconcile
+from lending.domain.limits import LimitSnapshot, compute_limit, explain_change, limit_moved, lot_line
+from lending.domain.model import Commodity, Facility, Lot, PricePoint, Receivable, ReleaseOrder
+from lending.domain.quantity import LotObservation, TrustPolicy, Verified, verify
+from lending.domain.rules import RulePolicy, facility_findings, lot_findings
+from lending.domain.valuation import haircut
+
+
+@dataclass(frozen=True, slots=True)
+class FacilityInputs:
+    """Everything the engine needs to know about one facility at one moment."""
+
+    facility: Facility
+    lots: Sequence[Lot]
+    commodities: Mapping[str, Commodity]
+    observations: Mapping[str, LotObservation]  # by lot id
+    prices: Mapping[str, Sequence[PricePoint]]  # price history per commodity, oldest first
+    releases: Sequence[ReleaseOrder] = ()
+    receivables: Sequence[Receivable] = ()
+    sales_velocity: Sequence[float] = ()  # sales per period, oldest first
+    latest_alerts: Mapping[str, Alert] = field(default_factory=dict)  # newest alert per key
+    previous: LimitSnapshot | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitChanged:
+    facility_id: str
+    old_limit: float | None
+    new_limit: float
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    snapshot: LimitSnapshot
+    verified: Mapping[str, Verified]
+    findings: Sequence[Finding]
+    alert_events: Sequence[AlertEvent]
+    limit_changed: LimitChanged | None
+
+
+def assess(inputs: FacilityInputs, now: datetime, policy: RulePolicy | None = None,
+           trust: TrustPolicy | None = None) -> Assessment:
+    policy = policy or RulePolicy()
+    trust = trust or TrustPolicy()
+    facility = inputs.facility
+    lines, verified, findings = [], {}, []
+    for lot in inputs.lots:
+        commodity = inputs.commodities.get(lot.commodity) or Commodity(lot.commodity)
+        obs = inputs.observations.get(lot.id) or LotObservation(now=now)
+        checked = verify(lot, obs, trust)
+        verified[lot.id] = checked
+        history = inputs.prices.get(lot.commodity, ())
+        latest = history[-1] if history else None
+        cut = haircut(history, commodity.liquidation_days, facility.terms)
+        lines.append(lot_line(lot.id, lot.commodity, lot.declared_quantity, checked,
+                              None if latest is None else latest.price,
+                              commodity.unit_price(1.0, lot.unit_weight_kg),
+                              None if latest is None else latest.time, cut,
+                              facility.terms.advance_rate))
+        findings.extend(lot_findings(lot, commodity, obs, checked, inputs.releases, policy, trust))
+    snapshot = compute_limit(facility, lines, inputs.receivables, now)
+    waiting = any(not v.observed for v in verified.values())
+    findings.extend(facility_findings(facility, snapshot, inputs.latest_alerts,
+                                      inputs.sales_velocity, now, policy, waiting))
+    events = reconcile(inputs.latest_alerts, findings, now)
+    changed = None
+    if limit_moved(inputs.previous, snapshot):
+        reasons = tuple(explain_change(inputs.previous, snapshot)) if inputs.previous else (
+            "first assessment",)
+        changed = LimitChanged(facility.id, None if inputs.previous is None else
+                               inputs.previous.limit, snapshot.limit, reasons)
+    return Assessment(snapshot, verified, findings, events, changed)

@@ -1,0 +1,233 @@
+"""The lending domain's values: who borrows, against what, on which terms.
+
+Everything here is an immutable value; nothing reads a clock or a database. Every ratio is a
+product parameter (:class:`ProductTerms`), never a constant in the code that uses it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+
+class DomainError(ValueError):
+    """Input the domain refuses, with a message a user can act on."""
+
+
+class BorrowerRole(StrEnum):
+    CORE = "core"
+    SUPPLIER = "supplier"
+    DISTRIBUTOR = "distributor"
+    INDEPENDENT = "independent"
+
+
+@dataclass(frozen=True, slots=True)
+class Borrower:
+    """An enterprise; suppliers and distributors name the core enterprise of their chain."""
+
+    id: str
+    name: str
+    role: BorrowerRole = BorrowerRole.INDEPENDENT
+    core_id: str | None = None
+
+
+def _fraction(name: str, value: float, *, upper: float = 1.0) -> None:
+    if not (math.isfinite(value) and 0.0 <= value <= upper):
+        raise DomainError(f"{name} must be between 0 and {upper:g}, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ProductTerms:
+    """The ratios of a credit product; every one is a parameter of the facility's product."""
+
+    advance_rate: float = 0.6  # share of haircut collateral value lent against
+    ar_advance_rate: float = 0.8  # share of eligible receivables lent against
+    warning_ltv: float = 0.75  # outstanding / collateral at which a top-up is asked for
+    liquidation_ltv: float = 0.9  # ... at which the collateral may be liquidated
+    ltv_hysteresis: float = 0.02  # an LTV alert clears only this far below its line
+    cure_period: timedelta = timedelta(days=5)  # time to cure a warning before it escalates
+    base_haircut: float = 0.05  # haircut with no price volatility
+    haircut_z: float = 2.33  # one-sided 99 % quantile of the liquidation-period price move
+    max_haircut: float = 0.6
+    receivable_max_days_past_due: int = 90
+
+    def __post_init__(self) -> None:
+        for name in ("advance_rate", "ar_advance_rate", "base_haircut", "max_haircut",
+                     "ltv_hysteresis"):
+            _fraction(name, getattr(self, name))
+        _fraction("warning_ltv", self.warning_ltv, upper=10.0)
+        _fraction("liquidation_ltv", self.liquidation_ltv, upper=10.0)
+        if not self.warning_ltv < self.liquidation_ltv:
+            raise DomainError("warning_ltv must be below liquidation_ltv "
+                              f"({self.warning_ltv} >= {self.liquidation_ltv})")
+        if self.base_haircut > self.max_haircut:
+            raise DomainError("base_haircut must not exceed max_haircut")
+        if not (math.isfinite(self.haircut_z) and self.haircut_z >= 0):
+            raise DomainError(f"haircut_z must be >= 0, got {self.haircut_z!r}")
+        if self.cure_period < timedelta(0):
+            raise DomainError("cure_period must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class Facility:
+    """A credit line of one borrower, in one currency."""
+
+    id: str
+    borrower_id: str
+    line: float
+    outstanding: float = 0.0
+    currency: str = "CNY"
+    reserves: float = 0.0  # amounts held back from the borrowing base (fees, priority claims)
+    value_floor: float = 0.0  # collateral value below which the bank wants to hear of it
+    terms: ProductTerms = field(default_factory=ProductTerms)
+
+    def __post_init__(self) -> None:
+        for name in ("line", "outstanding", "reserves", "value_floor"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise DomainError(f"facility {self.id}: {name} must be a finite amount >= 0, "
+                                  f"got {value!r}")
+
+    def repaid(self, amount: float) -> Facility:
+        """The facility after a repayment of ``amount`` (never below zero outstanding)."""
+        if not (math.isfinite(amount) and amount > 0):
+            raise DomainError(f"a repayment must be a positive amount, got {amount!r}")
+        return replace(self, outstanding=max(0.0, self.outstanding - amount))
+
+
+@dataclass(frozen=True, slots=True)
+class Commodity:
+    """What a lot holds and the condition it must be kept in."""
+
+    name: str
+    unit: str = "t"  # prices are quoted per this unit
+    liquidation_days: float = 10.0
+    temp_c: tuple[float, float] | None = None  # allowed (min, max), None = no requirement
+    humidity_pct: tuple[float, float] | None = None
+    unit_kg: float = 1000.0  # kilograms in one quoted unit
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.unit_kg) and self.unit_kg > 0):
+            raise DomainError(f"commodity {self.name}: unit_kg must be > 0")
+        if not (math.isfinite(self.liquidation_days) and self.liquidation_days >= 0):
+            raise DomainError(f"commodity {self.name}: liquidation_days must be >= 0")
+        for name in ("temp_c", "humidity_pct"):
+            bounds = getattr(self, name)
+            if bounds is not None and not bounds[0] <= bounds[1]:
+                raise DomainError(f"commodity {self.name}: {name} range is (min, max)")
+
+    def unit_price(self, quote: float, unit_weight_kg: float) -> float:
+        """The price of one lot unit (weighing ``unit_weight_kg``) at ``quote`` per quoted unit."""
+        return quote * unit_weight_kg / self.unit_kg
+
+
+@dataclass(frozen=True, slots=True)
+class Lot:
+    """A pledged lot: goods of one commodity in one place (a warehouse bay or a vehicle)."""
+
+    id: str
+    facility_id: str
+    commodity: str
+    declared_quantity: float  # in units
+    unit_weight_kg: float
+    registration_no: str  # the pledge registration number; one lot, one facility
+    sensors: tuple[str, ...] = ()
+    site: str | None = None
+    vehicle: str | None = None
+    geofence: tuple[tuple[float, float], ...] | None = None  # (lat, lon) vertices
+    business_hours: tuple[int, int] = (7, 19)  # local hours in which doors may open
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.declared_quantity) and self.declared_quantity >= 0):
+            raise DomainError(f"lot {self.id}: declared quantity must be >= 0")
+        if not (math.isfinite(self.unit_weight_kg) and self.unit_weight_kg > 0):
+            raise DomainError(f"lot {self.id}: unit weight must be > 0 kg")
+        if not self.registration_no:
+            raise DomainError(f"lot {self.id}: a pledge registration number is required")
+        if self.geofence is not None and len(self.geofence) < 3:
+            raise DomainError(f"lot {self.id}: a geofence needs at least 3 points")
+        start, end = self.business_hours
+        if not (0 <= start <= 24 and 0 <= end <= 24):
+            raise DomainError(f"lot {self.id}: business hours must be within 0..24")
+
+
+@dataclass(frozen=True, slots=True)
+class PricePoint:
+    commodity: str
+    time: datetime
+    price: float
+    currency: str = "CNY"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.price) and self.price > 0):
+            raise DomainError(f"price of {self.commodity} must be a positive number, "
+                              f"got {self.price!r}")
+
+
+class ReleaseStatus(StrEnum):
+    REQUESTED = "requested"
+    APPROVED = "approved"
+    EXECUTED = "executed"
+    REJECTED = "rejected"
+
+
+_RELEASE_NEXT: dict[ReleaseStatus, frozenset[ReleaseStatus]] = {
+    ReleaseStatus.REQUESTED: frozenset({ReleaseStatus.APPROVED, ReleaseStatus.REJECTED}),
+    ReleaseStatus.APPROVED: frozenset({ReleaseStatus.EXECUTED, ReleaseStatus.REJECTED}),
+    ReleaseStatus.EXECUTED: frozenset(),
+    ReleaseStatus.REJECTED: frozenset(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseOrder:
+    """Goods may leave a lot only against a release: requested → approved → executed."""
+
+    id: str
+    lot_id: str
+    quantity: float  # units
+    status: ReleaseStatus = ReleaseStatus.REQUESTED
+    requested_at: datetime | None = None
+    approved_at: datetime | None = None
+    executed_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.quantity) and self.quantity > 0):
+            raise DomainError(f"release {self.id}: quantity must be > 0")
+
+    def advance(self, to: ReleaseStatus, at: datetime) -> ReleaseOrder:
+        """The order moved to ``to`` at ``at``; refuses a move the lifecycle does not allow."""
+        if to not in _RELEASE_NEXT[self.status]:
+            raise DomainError(f"release {self.id} is {self.status}; it cannot become {to}")
+        if to is ReleaseStatus.APPROVED:
+            return replace(self, status=to, approved_at=at)
+        if to is ReleaseStatus.EXECUTED:
+            return replace(self, status=to, executed_at=at)
+        return replace(self, status=to)
+
+
+@dataclass(frozen=True, slots=True)
+class Receivable:
+    id: str
+    facility_id: str
+    debtor: str
+    amount: float
+    due: datetime
+    related_party: bool = False
+    disputed: bool = False
+    paid: bool = False
+
+    def eligible(self, now: datetime, max_days_past_due: int) -> bool:
+        """Ineligible: paid, disputed, related-party, or more than the limit past due."""
+        if self.paid or self.disputed or self.related_party or self.amount <= 0:
+            return False
+        return now - self.due <= timedelta(days=max_days_past_due)
+
+
+@dataclass(frozen=True, slots=True)
+class SaleEvent:
+    facility_id: str
+    time: datetime
+    amount: float

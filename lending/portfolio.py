@@ -1,0 +1,261 @@
+"""Portfolio files: borrowers, facilities, lots and their sensors (and optionally commodities,
+receivables and prices) in YAML, or lots alone in CSV. Validated with pydantic; every error names
+the entry and field it is about."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lending.domain.model import (
+    Borrower,
+    BorrowerRole,
+    Commodity,
+    DomainError,
+    Facility,
+    Lot,
+    PricePoint,
+    Receivable,
+)
+from lending.store import terms_from_json
+
+SLUG = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+MAX_FILE_BYTES = 20 * 1024 * 1024
+
+
+class PortfolioError(ValueError):
+    """A portfolio file that cannot be loaded; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CommodityIn(_Strict):
+    name: str = Field(pattern=SLUG)
+    unit: str = Field("t", min_length=1, max_length=20)
+    unit_kg: float = Field(1000.0, gt=0, le=1e9, allow_inf_nan=False)
+    liquidation_days: float = Field(10.0, ge=0, le=3650, allow_inf_nan=False)
+    temp_c: tuple[float, float] | None = None
+    humidity_pct: tuple[float, float] | None = None
+
+    def domain(self) -> Commodity:
+        return Commodity(self.name, self.unit, self.liquidation_days, self.temp_c,
+                         self.humidity_pct, self.unit_kg)
+
+
+class BorrowerIn(_Strict):
+    id: str = Field(pattern=SLUG)
+    name: str = Field(min_length=1, max_length=200)
+    tenant: str = Field("demo", pattern=SLUG)
+    role: BorrowerRole = BorrowerRole.INDEPENDENT
+    core: str | None = Field(None, pattern=SLUG)
+
+    def domain(self) -> Borrower:
+        return Borrower(self.id, self.name, self.role, self.core)
+
+
+class FacilityIn(_Strict):
+    id: str = Field(pattern=SLUG)
+    borrower: str = Field(pattern=SLUG)
+    line: float = Field(ge=0, le=1e15, allow_inf_nan=False)
+    outstanding: float = Field(0.0, ge=0, le=1e15, allow_inf_nan=False)
+    currency: str = Field("CNY", pattern=r"^[A-Z]{3}$")
+    reserves: float = Field(0.0, ge=0, le=1e15, allow_inf_nan=False)
+    value_floor: float = Field(0.0, ge=0, le=1e15, allow_inf_nan=False)
+    terms: dict[str, float] = Field(default_factory=dict)
+
+    def domain(self) -> Facility:
+        return Facility(self.id, self.borrower, self.line, self.outstanding, self.currency,
+                        self.reserves, self.value_floor, terms_from_json(self.terms))
+
+
+class LotIn(_Strict):
+    id: str = Field(pattern=SLUG)
+    facility: str = Field(pattern=SLUG)
+    commodity: str = Field(pattern=SLUG)
+    declared_quantity: float = Field(ge=0, le=1e12, allow_inf_nan=False)
+    unit_weight_kg: float = Field(gt=0, le=1e6, allow_inf_nan=False)
+    registration_no: str = Field(min_length=1, max_length=100)
+    sensors: tuple[str, ...] = ()
+    site: str | None = None
+    vehicle: str | None = None
+    geofence: tuple[tuple[float, float], ...] | None = None
+    business_hours: tuple[int, int] = (7, 19)
+
+    @field_validator("sensors")
+    @classmethod
+    def _sensor_ids(cls, sensors: tuple[str, ...]) -> tuple[str, ...]:
+        import re
+
+        bad = [s for s in sensors if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", s)]
+        if bad:
+            raise ValueError(f"not a device id: {', '.join(map(repr, bad))}")
+        if len(set(sensors)) != len(sensors):
+            raise ValueError("a sensor is listed twice")
+        return sensors
+
+    @field_validator("geofence")
+    @classmethod
+    def _fence(cls, fence: tuple[tuple[float, float], ...] | None) -> Any:
+        if fence is None:
+            return None
+        if len(fence) < 3:
+            raise ValueError("a geofence needs at least 3 (lat, lon) points")
+        for lat, lon in fence:
+            if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+                raise ValueError(f"({lat}, {lon}) is not a (lat, lon) position")
+        return fence
+
+    def domain(self) -> Lot:
+        return Lot(self.id, self.facility, self.commodity, self.declared_quantity,
+                   self.unit_weight_kg, self.registration_no, self.sensors, self.site,
+                   self.vehicle, self.geofence, self.business_hours)
+
+
+class ReceivableIn(_Strict):
+    id: str = Field(pattern=SLUG)
+    facility: str = Field(pattern=SLUG)
+    debtor: str = Field(min_length=1)
+    amount: float = Field(ge=0, le=1e15, allow_inf_nan=False)
+    due: datetime
+    related_party: bool = False
+    disputed: bool = False
+    paid: bool = False
+
+    @field_validator("due")
+    @classmethod
+    def _aware(cls, due: datetime) -> datetime:
+        if due.tzinfo is None:
+            raise ValueError("due must carry a time zone (e.g. 2026-12-31T00:00:00Z)")
+        return due
+
+    def domain(self) -> Receivable:
+        return Receivable(self.id, self.facility, self.debtor, self.amount, self.due,
+                          self.related_party, self.disputed, self.paid)
+
+
+class PriceIn(_Strict):
+    commodity: str = Field(pattern=SLUG)
+    time: datetime
+    price: float = Field(gt=0, allow_inf_nan=False)
+    currency: str = Field("CNY", pattern=r"^[A-Z]{3}$")
+
+    @field_validator("time")
+    @classmethod
+    def _aware(cls, t: datetime) -> datetime:
+        if t.tzinfo is None:
+            raise ValueError("time must carry a time zone")
+        return t
+
+    def domain(self) -> PricePoint:
+        return PricePoint(self.commodity, self.time, self.price, self.currency)
+
+
+class PortfolioIn(_Strict):
+    commodities: list[CommodityIn] = []
+    borrowers: list[BorrowerIn] = []
+    facilities: list[FacilityIn] = []
+    lots: list[LotIn] = []
+    receivables: list[ReceivableIn] = []
+    prices: list[PriceIn] = []
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> PortfolioIn:
+        for name in ("commodities", "borrowers", "facilities", "lots", "receivables"):
+            items = getattr(self, name)
+            keys = [getattr(i, "name", None) or i.id for i in items]
+            dupes = sorted({k for k in keys if keys.count(k) > 1})
+            if dupes:
+                raise ValueError(f"{name}: listed twice: {', '.join(dupes)}")
+        return self
+
+
+def _format_errors(error: ValidationError) -> str:
+    lines = []
+    for e in error.errors()[:20]:
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {where}: {e['msg']}")
+    more = error.error_count() - 20
+    if more > 0:
+        lines.append(f"  ... and {more} more")
+    return "\n".join(lines)
+
+
+def _lots_from_csv(text: str) -> dict[str, Any]:
+    reader = csv.DictReader(io.StringIO(text))
+    required = {"id", "facility", "commodity", "declared_quantity", "unit_weight_kg",
+                "registration_no"}
+    missing = required - set(reader.fieldnames or ())
+    if missing:
+        raise PortfolioError(f"line 1: lots CSV is missing columns: {', '.join(sorted(missing))}")
+    lots = []
+    for row in reader:
+        lot: dict[str, Any] = {k: v for k, v in row.items() if k and v not in (None, "")}
+        if None in row:
+            raise PortfolioError(f"line {reader.line_num}: more fields than the header has")
+        if "sensors" in lot:
+            lot["sensors"] = [s.strip() for s in lot["sensors"].split(";") if s.strip()]
+        if "business_hours" in lot:
+            lot["business_hours"] = lot["business_hours"].split("-")
+        lots.append(lot)
+    return {"lots": lots}
+
+
+def parse_portfolio(text: str, fmt: str) -> PortfolioIn:
+    """A validated portfolio from YAML or lots CSV text; :class:`PortfolioError` otherwise."""
+    if fmt == "csv":
+        data: Any = _lots_from_csv(text)
+    else:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise PortfolioError(f"not valid YAML: {exc}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise PortfolioError("a portfolio file is a mapping with keys borrowers, facilities, "
+                                 "lots (and optionally commodities, receivables, prices)")
+    try:
+        portfolio = PortfolioIn.model_validate(data)
+    except ValidationError as exc:
+        raise PortfolioError("invalid portfolio:\n" + _format_errors(exc)) from None
+    try:  # the domain's own checks (ratios, geofences, ...)
+        for c in portfolio.commodities:
+            c.domain()
+        for f in portfolio.facilities:
+            f.domain()
+        for lot in portfolio.lots:
+            lot.domain()
+    except DomainError as exc:
+        raise PortfolioError(str(exc)) from None
+    except (TypeError, ValueError) as exc:
+        raise PortfolioError(f"invalid product terms: {exc}") from None
+    return portfolio
+
+
+def read_portfolio(path: Path) -> PortfolioIn:
+    if not path.is_file():
+        raise PortfolioError(f"{path}: no such file")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise PortfolioError(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise PortfolioError(f"{path}: not UTF-8 text") from None
+    fmt = "csv" if path.suffix.lower() == ".csv" else "yaml"
+    try:
+        return parse_portfolio(text, fmt)
+    except PortfolioError as exc:
+        raise PortfolioError(f"{path}: {exc}") from None
+
+
+def finite(value: float) -> bool:
+    return math.isfinite(value)
