@@ -20,6 +20,7 @@ from lending.domain.alerts import (
     AlertStatus,
     AlertType,
     PledgeAlertCleared,
+    PledgeAlertEscalated,
     PledgeAlertRaised,
     PledgeAlertResolved,
     Severity,
@@ -363,6 +364,11 @@ def _notify_alert(conn: psycopg.Connection, alert_id: int, alert: Alert, status:
         "type": str(alert.type), "severity": str(alert.severity), "status": status})))
 
 
+def _json(value: Any) -> Any:
+    """``value`` as plain JSON (dates as ISO strings, infinities as null)."""
+    return json.loads(json.dumps(value, default=str).replace("Infinity", "null"))
+
+
 def insert_alert(conn: psycopg.Connection, alert: Alert) -> int | None:
     """Insert an open alert; None when one is already open for its key (another engine won)."""
     row = conn.execute(
@@ -371,7 +377,7 @@ def insert_alert(conn: psycopg.Connection, alert: Alert) -> int | None:
         " (%s, %s, %s, %s, %s, 'open', %s, %s, %s, false, %s, %s)"
         " ON CONFLICT (key) WHERE status <> 'resolved' DO NOTHING RETURNING id",
         (alert.key, str(alert.type), str(alert.severity), alert.facility_id, alert.lot_id,
-         alert.message, Jsonb(json.loads(json.dumps(alert.evidence, default=str))),
+         alert.message, Jsonb(_json(alert.evidence)),
          alert.auto_resolve, alert.cure_deadline, alert.raised_at)).fetchone()
     if row is None:
         return None
@@ -393,6 +399,11 @@ def apply_alert_events(conn: psycopg.Connection, events: Sequence[AlertEvent]) -
                          " comment = %s, cleared = true WHERE id = %s AND status <> 'resolved'",
                          (alert.resolved_at, alert.resolved_by, alert.comment, alert.id))
             _notify_alert(conn, alert.id, alert, "resolved")
+        elif isinstance(event, PledgeAlertEscalated) and alert.id is not None:
+            conn.execute("UPDATE alerts SET severity = %s, message = %s, evidence = %s"
+                         " WHERE id = %s", (str(alert.severity), alert.message,
+                                            Jsonb(_json(alert.evidence)), alert.id))
+            _notify_alert(conn, alert.id, alert, "escalated")
         elif isinstance(event, PledgeAlertCleared) and alert.id is not None:
             conn.execute("UPDATE alerts SET cleared = true WHERE id = %s", (alert.id,))
     return raised

@@ -121,11 +121,14 @@ DurationOption = Annotated[float | None, typer.Option(min=1, help="stop after N 
 ScenarioOption = Annotated[str, typer.Option(help="simulator scenario")]
 
 
-def check_scenario(scenario: str) -> None:
+def check_scenario(scenario: str, *, prices: bool = False) -> None:
+    """Device scenarios for the simulator; the demo also takes price scenarios (price-crash)."""
+    from firmware_sim.prices import PRICE_SCENARIOS
     from firmware_sim.scenarios import SCENARIOS
 
-    if scenario not in SCENARIOS:
-        raise fail(f"unknown scenario {scenario!r}; choose from {', '.join(sorted(SCENARIOS))}")
+    known = set(SCENARIOS) | (set(PRICE_SCENARIOS) - {"steady"} if prices else set())
+    if scenario not in known:
+        raise fail(f"unknown scenario {scenario!r}; choose from {', '.join(sorted(known))}")
 
 
 @app.command()
@@ -139,7 +142,7 @@ def demo(
     from pledgewatch.demo import DemoOptions, run_demo
 
     settings = settings_or_exit()
-    check_scenario(scenario)
+    check_scenario(scenario, prices=True)
     raise typer.Exit(run_demo(settings, DemoOptions(devices, rate, duration, scenario)))
 
 

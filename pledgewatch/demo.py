@@ -14,9 +14,14 @@ import psycopg
 
 from firmware_sim.devices import make_fleet
 from firmware_sim.fleet import FleetStats, run_fleet
+from firmware_sim.prices import PRICE_SCENARIOS, scenario_series
 from gateway.metrics import GatewayMetrics
 from gateway.payload import DeviceInfo
 from gateway.service import Gateway
+from lending.domain.model import PricePoint
+from lending.engine import LendingEngine, start_engine_thread, utcnow
+from lending.service import load_portfolio, post_prices
+from pledgewatch.demo_portfolio import COMMODITIES, TIGHT_FACILITY, demo_portfolio
 from pledgewatch.http import create_app
 from pledgewatch.runtime import Endpoints, gateway_config, start_services
 from pledgewatch.serve import HttpServer
@@ -35,6 +40,12 @@ class DemoOptions:
     rate_hz: float = 1.0
     duration_s: float | None = None
     scenario: str = "normal"
+    price_every_s: float = 5.0
+
+    @property
+    def device_scenario(self) -> str:
+        """Price scenarios move prices, not devices: the fleet then trades normally."""
+        return "normal" if self.scenario in PRICE_SCENARIOS else self.scenario
 
 
 def _say(text: str) -> None:
@@ -49,17 +60,59 @@ def _prepare_store(endpoints: Endpoints, options: DemoOptions) -> list[DeviceInf
         new = register_devices(conn, infos)
         before = counts(conn)
         backend = probe(conn).backend
+        loaded = load_portfolio(conn, demo_portfolio(fleet, utcnow(), TENANT), utcnow())
     _say(f"store: {backend} ({'embedded' if endpoints.embedded_db else 'external'}), "
          f"{len(applied)} migration(s) applied, {new} new device(s), "
          f"{before['readings']:,} readings already stored")
+    _say(f"portfolio: {loaded.borrowers} borrowers (a core steelworks, its suppliers and "
+         f"distributors), {loaded.facilities} facilities, {loaded.lots} pledged lots")
     return infos
+
+
+class PriceFeed:
+    """Posts one live price per commodity every ``every_s`` seconds; under ``price-crash`` the
+    steel price (held by the tightest facility) falls 35 % over a few ticks."""
+
+    def __init__(self, database_url: str, scenario: str, every_s: float) -> None:
+        self.database_url, self.every_s = database_url, every_s
+        start = utcnow()
+        self.series: dict[str, list[PricePoint]] = {}
+        for i, (name, spec) in enumerate(COMMODITIES.items()):
+            shape = "price-crash" if scenario == "price-crash" and name == "steel-coil" else "steady"
+            points = scenario_series(shape, name, spec["price"], start=start, points=40,
+                                     step_s=every_s, seed=100 + i)
+            self.series[name] = [PricePoint(p.commodity, p.time, p.price, p.currency)
+                                 for p in points]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="price-feed", daemon=True)
+
+    def _run(self) -> None:
+        step = 0
+        while not self.stop.wait(self.every_s):
+            step += 1
+            ticks = [s[min(step, len(s) - 1)] for s in self.series.values()]
+            now = utcnow()
+            ticks = [PricePoint(p.commodity, now, p.price, p.currency) for p in ticks]
+            try:
+                with psycopg.connect(self.database_url) as conn:
+                    post_prices(conn, ticks)
+            except psycopg.Error as exc:
+                log.warning("price feed: %s", exc)
+
+    def start(self) -> PriceFeed:
+        self.thread.start()
+        return self
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
 
 
 class Progress:
     """Prints one line of live counters at most every ``every`` seconds."""
 
-    def __init__(self, gateway: Gateway, every: float = 2.0) -> None:
-        self.gateway, self.every = gateway, every
+    def __init__(self, gateway: Gateway, engine: LendingEngine, every: float = 2.0) -> None:
+        self.gateway, self.engine, self.every = gateway, engine, every
         self._last = (time.monotonic(), 0)
 
     def __call__(self, stats: FleetStats) -> None:
@@ -72,7 +125,9 @@ class Progress:
         t = self.gateway.totals
         _say(f"published {stats.published:,}  acked by broker {stats.acknowledged:,}  "
              f"| gateway received {t['received']:,}  stored {stored:,} readings "
-             f"({rate:,.0f}/s)  duplicates {t['duplicates']:,}  dead letters {t['dead_letters']:,}")
+             f"({rate:,.0f}/s)  duplicates {t['duplicates']:,}  dead letters {t['dead_letters']:,}"
+             f"  | lending: {self.engine.stats.snapshots:,} limit changes, "
+             f"{self.engine.stats.alerts_raised:,} alerts raised")
 
 
 def _interrupt(signum: int, _frame: object) -> None:
@@ -106,6 +161,17 @@ def _run_demo(settings: Settings, options: DemoOptions) -> int:
             _say("error: the gateway could not subscribe to the broker")
             return 1
 
+        engine = LendingEngine(endpoints.database_url, tick_s=10.0)
+        engine_stop = threading.Event()
+        engine_thread = start_engine_thread(engine, engine_stop)
+        stack.callback(engine_thread.join, 10)
+        stack.callback(engine_stop.set)
+        feed = PriceFeed(endpoints.database_url, options.scenario, options.price_every_s).start()
+        stack.callback(feed.close)
+        _say(f"lending engine: running; live prices every {options.price_every_s:g}s"
+             + (f" (steel crashes; watch {TIGHT_FACILITY})" if options.scenario == "price-crash"
+                else "") + "; `pledgewatch facility limit <id>` explains a limit")
+
         http = HttpServer(create_app(endpoints.database_url, metrics.registry),
                           settings.http_host, settings.http_port).start()
         stack.callback(http.stop)
@@ -113,7 +179,7 @@ def _run_demo(settings: Settings, options: DemoOptions) -> int:
              f"{http.url}/docs")
         _say(f"fleet: {len(fleet_infos)} devices at {options.rate_hz:g} msg/s each, "
              f"scenario {options.scenario}")
-        stats = asyncio.run(_fleet(settings, endpoints, options, Progress(gw)))
+        stats = asyncio.run(_fleet(settings, endpoints, options, Progress(gw, engine)))
         _say(f"fleet stopped: {stats.published:,} published, {stats.acknowledged:,} acknowledged,"
              f" {stats.pending:,} still pending")
     _say("stopped cleanly; data stays in " + str(settings.state_dir))
@@ -130,7 +196,7 @@ async def _fleet(settings: Settings, endpoints: Endpoints, options: DemoOptions,
     return await run_fleet(
         make_fleet(options.devices, tenant=TENANT), host=target.host, port=target.port,
         username=target.username, password=target.password, rate_hz=options.rate_hz,
-        duration_s=options.duration_s, scenario=options.scenario,
+        duration_s=options.duration_s, scenario=options.device_scenario,
         state_dir=settings.state_dir, protocol=target.protocol, stop=stop,
         on_progress=progress, progress_every_s=2.0,
     )

@@ -5,7 +5,9 @@ the condition holds (RAISE), is clearly gone (CLEAR), or sits between the two li
 gap between the raise and clear lines is the hysteresis. :func:`reconcile` turns findings into
 events against the latest alert of each key (one key per alert type and lot or facility):
 
-- RAISE with an open or acknowledged alert of the key: nothing (idempotent under replays);
+- RAISE with an open or acknowledged alert of the key: nothing (idempotent under replays),
+  unless the finding is worse (more severe, or its magnitude grew by 10 %): the alert is
+  escalated to the new severity, message and evidence;
 - RAISE after a resolved alert: a new alert only once a CLEAR was seen since it was raised
   (the alert is *re-armed*), so resolving a condition that still holds does not re-open it;
 - CLEAR: an auto-resolving alert is resolved, any other is marked cleared (re-armed);
@@ -45,6 +47,9 @@ class Severity(StrEnum):
     CRITICAL = "critical"
 
 
+SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+
 class Signal(StrEnum):
     RAISE = "raise"
     HOLD = "hold"
@@ -74,6 +79,7 @@ class Finding:
     evidence: Mapping[str, Any] = field(default_factory=dict)
     auto_resolve: bool = True  # resolve by itself on CLEAR (else an officer resolves it)
     cure_deadline: datetime | None = None
+    magnitude: float | None = None  # how bad (e.g. units missing); growth updates an open alert
 
     @property
     def key(self) -> str:
@@ -129,13 +135,21 @@ class PledgeAlertResolved:
 
 
 @dataclass(frozen=True, slots=True)
+class PledgeAlertEscalated:
+    """An open alert's condition got worse (e.g. a door opened at night, then goods left): it
+    takes the more severe finding's severity, message and evidence."""
+
+    alert: Alert
+
+
+@dataclass(frozen=True, slots=True)
 class PledgeAlertCleared:
     """The condition behind an alert is gone; the alert stays for an officer (or is history)."""
 
     alert: Alert
 
 
-AlertEvent = PledgeAlertRaised | PledgeAlertResolved | PledgeAlertCleared
+AlertEvent = PledgeAlertRaised | PledgeAlertResolved | PledgeAlertCleared | PledgeAlertEscalated
 SYSTEM = "system"
 
 
@@ -143,9 +157,27 @@ def _raise(finding: Finding, now: datetime) -> Alert:
     return Alert(
         key=finding.key, type=finding.type, severity=finding.severity,
         facility_id=finding.facility_id, lot_id=finding.lot_id, message=finding.message,
-        evidence=dict(finding.evidence), raised_at=now, auto_resolve=finding.auto_resolve,
+        evidence=_evidence(finding), raised_at=now, auto_resolve=finding.auto_resolve,
         cure_deadline=finding.cure_deadline,
     )
+
+
+MAGNITUDE_STEP = 1.1  # an open alert's evidence is updated when its magnitude grows by 10 %
+
+
+def _evidence(finding: Finding) -> dict[str, Any]:
+    evidence = dict(finding.evidence)
+    if finding.magnitude is not None:
+        evidence["magnitude"] = finding.magnitude
+    return evidence
+
+
+def _worse(finding: Finding, alert: Alert) -> bool:
+    if SEVERITY_RANK[finding.severity] != SEVERITY_RANK[alert.severity]:
+        return SEVERITY_RANK[finding.severity] > SEVERITY_RANK[alert.severity]
+    before = alert.evidence.get("magnitude")
+    return (finding.magnitude is not None and isinstance(before, int | float)
+            and finding.magnitude > before * MAGNITUDE_STEP)
 
 
 def reconcile(latest: Mapping[str, Alert], findings: Iterable[Finding],
@@ -159,6 +191,10 @@ def reconcile(latest: Mapping[str, Alert], findings: Iterable[Finding],
         if finding.signal is Signal.RAISE:
             if last is None or (not last.active and last.cleared):
                 events.append(PledgeAlertRaised(_raise(finding, now)))
+            elif last.active and _worse(finding, last):
+                events.append(PledgeAlertEscalated(replace(
+                    last, severity=finding.severity, message=finding.message,
+                    evidence=_evidence(finding))))
         elif finding.signal is Signal.CLEAR and last is not None:
             if last.active and last.auto_resolve:
                 resolved = last.resolve(now, SYSTEM, "condition cleared")

@@ -60,7 +60,7 @@ def assess(inputs: FacilityInputs, now: datetime, policy: RulePolicy | None = No
     for lot in inputs.lots:
         commodity = inputs.commodities.get(lot.commodity) or Commodity(lot.commodity)
         obs = inputs.observations.get(lot.id) or LotObservation(now=now)
-        checked = verify(lot, obs, trust)
+        checked = verify(lot, obs, trust, commodity)
         verified[lot.id] = checked
         history = inputs.prices.get(lot.commodity, ())
         latest = history[-1] if history else None

@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from lending.domain.detectors import is_flatline
-from lending.domain.model import Lot
+from lending.domain.detectors import is_flatline, point_in_polygon
+from lending.domain.model import Commodity, Lot
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +31,9 @@ class TrustPolicy:
     mismatch_tolerance: float = 0.05  # weight vs count disagreement (share of declared) tolerated
     mismatch_clear: float = 0.03  # ... below which a mismatch alert clears
     no_sensor_trust: float = 0.0
+    seal_only_factor: float = 0.9  # goods in transit verified by an intact seal, not weighed
+    outside_geofence_factor: float = 0.0  # goods outside their pledged area are not collateral
+    out_of_spec_factor: float = 0.5  # goods kept out of their condition spec may be spoiled
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +76,7 @@ class Verified:
     stale_s: float | None  # age of the newest reading
     factors: dict[str, float]  # why trust is below 1: name -> multiplier
     flatlined: bool
-
-    @property
-    def observed(self) -> bool:
-        """False while no bound sensor has reported anything (a lot just pledged)."""
-        return self.by_weight is not None or self.by_count is not None
+    observed: bool = True  # False while no bound sensor has reported (a lot just pledged)
 
 
 def _staleness_factor(age: timedelta, policy: TrustPolicy) -> float:
@@ -89,7 +88,24 @@ def _staleness_factor(age: timedelta, policy: TrustPolicy) -> float:
     return max(0.0, 1.0 - (age - policy.stale_after).total_seconds() / span)
 
 
-def verify(lot: Lot, obs: LotObservation, policy: TrustPolicy | None = None) -> Verified:
+def out_of_spec(commodity: Commodity | None, obs: LotObservation) -> bool:
+    """The latest temperature or humidity is outside the commodity's allowed range."""
+    if commodity is None:
+        return False
+    for value, bounds in ((obs.temp_c, commodity.temp_c), (obs.humidity_pct, commodity.humidity_pct)):
+        if value is not None and bounds is not None and not bounds[0] <= value <= bounds[1]:
+            return True
+    return False
+
+
+def outside_geofence(lot: Lot, obs: LotObservation) -> bool:
+    if lot.geofence is None or obs.position is None:
+        return False
+    return not point_in_polygon(obs.position[0], obs.position[1], lot.geofence)
+
+
+def verify(lot: Lot, obs: LotObservation, policy: TrustPolicy | None = None,
+           commodity: Commodity | None = None) -> Verified:
     """Fuse the lot's weight and count into a verified quantity with a trust factor."""
     policy = policy or TrustPolicy()
     weight, count = obs.latest_weight, obs.latest_count
@@ -104,11 +120,15 @@ def verify(lot: Lot, obs: LotObservation, policy: TrustPolicy | None = None) -> 
             factors["weight_count_mismatch"] = max(0.0, 1.0 - mismatch)
     elif by_weight is not None or by_count is not None:
         quantity = by_weight if by_weight is not None else float(by_count or 0.0)
-    else:
-        quantity = 0.0
-        factors["no_readings"] = policy.no_sensor_trust
     bound = set(lot.sensors)
     seen = [t for d, t in obs.last_seen.items() if d in bound]
+    if by_weight is None and by_count is None:
+        if lot.vehicle is not None and seen:  # in transit: the seal vouches for the load
+            quantity = lot.declared_quantity
+            factors["seal_only"] = policy.seal_only_factor
+        else:
+            quantity = 0.0
+            factors["no_readings"] = policy.no_sensor_trust
     stale_s = None
     if seen:
         age = obs.now - max(seen)
@@ -123,8 +143,13 @@ def verify(lot: Lot, obs: LotObservation, policy: TrustPolicy | None = None) -> 
     flatlined = is_flatline(np.asarray(obs.weight_kg, dtype=float), min_points=policy.flatline_points)
     if flatlined:
         factors["flatline"] = policy.flatline_factor
+    if outside_geofence(lot, obs):
+        factors["outside_geofence"] = policy.outside_geofence_factor
+    if out_of_spec(commodity, obs):
+        factors["out_of_spec"] = policy.out_of_spec_factor
     trust = math.prod(factors.values()) if factors else 1.0
     trust = min(1.0, max(0.0, trust))
     pledged = min(quantity, lot.declared_quantity)
+    observed = by_weight is not None or by_count is not None or bool(seen)
     return Verified(quantity, pledged, trust, by_weight, by_count, mismatch, stale_s, factors,
-                    flatlined)
+                    flatlined, observed)

@@ -133,8 +133,9 @@ def outbound_finding(lot: Lot, obs: LotObservation, releases: Sequence[ReleaseOr
                    f"({d['metric']} {d['baseline']:,.1f} → {d['level']:,.1f})")
     else:
         message = f"door of lot {lot.id} opened out of hours with no executed release"
+    magnitude = evidence["drop"]["unexplained_units"] if "drop" in evidence else None
     return _finding(AlertType.UNAUTHORISED_OUTBOUND, lot, Signal.RAISE, severity=severity,
-                    message=message, evidence=evidence, auto_resolve=False)
+                    message=message, evidence=evidence, auto_resolve=False, magnitude=magnitude)
 
 
 def sensor_findings(lot: Lot, obs: LotObservation, verified: Verified,
