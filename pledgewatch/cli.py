@@ -235,6 +235,36 @@ def bench_ingest(
     raise typer.Exit(code)
 
 
+@bench_app.command("revalue")
+def bench_revalue(
+    lots: Annotated[int, typer.Option(min=10, max=20_000_000, help="pledged lots")] = 1_000_000,
+    facilities: Annotated[int | None, typer.Option(min=1, help="facilities (default lots/10)")] = None,
+    repeats: Annotated[int, typer.Option(min=1, max=50, help="price ticks; medians printed")] = 5,
+) -> None:
+    """Revalue a whole portfolio on a price tick: numpy vs a plain-Python loop, same data."""
+    from pledgewatch.bench.revalue import run
+
+    if facilities is not None and facilities > lots:
+        raise fail("--facilities must not exceed --lots")
+    run(lots=lots, facilities=facilities, repeats=repeats)
+
+
+@bench_app.command("alert-latency")
+def bench_alert_latency(
+    rate: Annotated[float, typer.Option(min=0, max=20_000, help="background msg/s")] = 1000.0,
+    devices: Annotated[int, typer.Option(min=2, max=5000, help="background devices")] = 200,
+    trials: Annotated[int, typer.Option(min=1, max=1000, help="thefts measured")] = 40,
+    gap: Annotated[float, typer.Option(min=0, max=60, help="seconds between thefts")] = 0.3,
+    workdir: Annotated[Path | None, typer.Option(help="scratch dir (default: a temp dir)")] = None,
+) -> None:
+    """Publish a theft reading -> alert row committed, under background load (p50/p99)."""
+    from pledgewatch.bench.alert_latency import run_alert_latency_bench
+
+    settings = settings_or_exit()
+    raise typer.Exit(run_alert_latency_bench(settings, rate=rate, devices=devices, trials=trials,
+                                             gap_s=gap, workdir=workdir))
+
+
 def _register_lending() -> None:
     from pledgewatch.lendingcmd import register
 
