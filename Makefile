@@ -23,8 +23,9 @@ system-deps:
 	     (apt-get update -qq && apt-get install -y -qq mosquitto mosquitto-clients >/dev/null)); \
 	  else echo "note: install Debian's mosquitto (sudo apt-get install mosquitto) for the broker tests"; fi; }
 
+# ARGS passes options through, e.g. make demo ARGS="--scenario theft --devices 12"
 demo: install
-	$(BIN)/pledgewatch demo
+	$(BIN)/pledgewatch demo $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest
@@ -38,6 +39,8 @@ lint: install
 
 bench: install
 	$(BIN)/pledgewatch bench ingest --messages 100000
+	$(BIN)/pledgewatch bench revalue --lots 1000000
+	$(BIN)/pledgewatch bench alert-latency
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -53,6 +53,7 @@ class EngineStats:
     assessed: int = 0
     snapshots: int = 0
     alerts_raised: int = 0
+    failed: int = 0
     last_cycle_s: float = 0.0
     raised_ids: list[int] = field(default_factory=list)
 
@@ -119,7 +120,12 @@ class LendingEngine:
                 inputs = loaded.inputs.get(fid)
                 if inputs is None:
                     continue
-                assessment = assess(inputs, now, self.policy, self.trust)
+                try:
+                    assessment = assess(inputs, now, self.policy, self.trust)
+                except Exception:
+                    log.exception("lending engine: cannot assess facility %s; skipped", fid)
+                    self.stats.failed += 1
+                    continue
                 raised = persist(conn, assessment)
                 if assessment.limit_changed is not None:
                     self.stats.snapshots += 1

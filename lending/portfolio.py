@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -30,6 +29,9 @@ SLUG = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 MAX_FILE_BYTES = 20 * 1024 * 1024
 
 
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
 class PortfolioError(ValueError):
     """A portfolio file that cannot be loaded; the message says where and why."""
 
@@ -43,8 +45,8 @@ class CommodityIn(_Strict):
     unit: str = Field("t", min_length=1, max_length=20)
     unit_kg: float = Field(1000.0, gt=0, le=1e9, allow_inf_nan=False)
     liquidation_days: float = Field(10.0, ge=0, le=3650, allow_inf_nan=False)
-    temp_c: tuple[float, float] | None = None
-    humidity_pct: tuple[float, float] | None = None
+    temp_c: tuple[Finite, Finite] | None = None
+    humidity_pct: tuple[Finite, Finite] | None = None
 
     def domain(self) -> Commodity:
         return Commodity(self.name, self.unit, self.liquidation_days, self.temp_c,
@@ -87,7 +89,7 @@ class LotIn(_Strict):
     sensors: tuple[str, ...] = ()
     site: str | None = None
     vehicle: str | None = None
-    geofence: tuple[tuple[float, float], ...] | None = None
+    geofence: tuple[tuple[Finite, Finite], ...] | None = None
     business_hours: tuple[int, int] = (7, 19)
 
     @field_validator("sensors")
@@ -197,7 +199,14 @@ def _lots_from_csv(text: str) -> dict[str, Any]:
     if missing:
         raise PortfolioError(f"line 1: lots CSV is missing columns: {', '.join(sorted(missing))}")
     lots = []
-    for row in reader:
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise PortfolioError(f"line {reader.line_num + 1}: {exc}") from None
         lot: dict[str, Any] = {k: v for k, v in row.items() if k and v not in (None, "")}
         if None in row:
             raise PortfolioError(f"line {reader.line_num}: more fields than the header has")
@@ -212,12 +221,17 @@ def _lots_from_csv(text: str) -> dict[str, Any]:
 def parse_portfolio(text: str, fmt: str) -> PortfolioIn:
     """A validated portfolio from YAML or lots CSV text; :class:`PortfolioError` otherwise."""
     if fmt == "csv":
-        data: Any = _lots_from_csv(text)
+        try:
+            data: Any = _lots_from_csv(text)
+        except csv.Error as exc:
+            raise PortfolioError(f"not a valid lots CSV: {exc}") from None
     else:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise PortfolioError(f"not valid YAML: {exc}") from None
+            raise PortfolioError("not valid YAML: " + " ".join(str(exc).split())) from None
+        except RecursionError:
+            raise PortfolioError("not a portfolio: the YAML is nested too deeply") from None
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -227,17 +241,14 @@ def parse_portfolio(text: str, fmt: str) -> PortfolioIn:
         portfolio = PortfolioIn.model_validate(data)
     except ValidationError as exc:
         raise PortfolioError("invalid portfolio:\n" + _format_errors(exc)) from None
-    try:  # the domain's own checks (ratios, geofences, ...)
-        for c in portfolio.commodities:
-            c.domain()
-        for f in portfolio.facilities:
-            f.domain()
-        for lot in portfolio.lots:
-            lot.domain()
-    except DomainError as exc:
-        raise PortfolioError(str(exc)) from None
-    except (TypeError, ValueError) as exc:
-        raise PortfolioError(f"invalid product terms: {exc}") from None
+    # The domain's own checks (ratios, ranges, geofences), each error named by its entry.
+    for group in ("commodities", "facilities", "lots"):
+        for i, item in enumerate(getattr(portfolio, group)):
+            name = getattr(item, "name", None) or item.id
+            try:
+                item.domain()
+            except (DomainError, TypeError, ValueError, OverflowError) as exc:
+                raise PortfolioError(f"invalid portfolio:\n  {group}.{i} ({name}): {exc}") from None
     return portfolio
 
 
@@ -255,7 +266,3 @@ def read_portfolio(path: Path) -> PortfolioIn:
         return parse_portfolio(text, fmt)
     except PortfolioError as exc:
         raise PortfolioError(f"{path}: {exc}") from None
-
-
-def finite(value: float) -> bool:
-    return math.isfinite(value)

@@ -86,16 +86,26 @@ def load_portfolio(conn: psycopg.Connection, portfolio: PortfolioIn, now: dateti
     """
     lots = [lot.domain() for lot in portfolio.lots]
     with conn.transaction():
+        # The check and the writes share one transaction holding the lock: a pledge committed
+        # by another load in between cannot slip past the check.
         conn.execute("LOCK TABLE lots IN SHARE ROW EXCLUSIVE MODE")
         conflicts = pledge_conflicts(lots, existing_lots(conn))
         if conflicts:
             known = {r[0] for r in conn.execute("SELECT facility_id FROM facilities").fetchall()}
             alertable = [c for c in conflicts if c.existing.facility_id in known]
+        else:
+            _write_portfolio(conn, portfolio, lots)
     if conflicts:
         with conn.transaction():
             _alert_duplicates(conn, alertable, now)
         raise DuplicatePledgeError(conflicts)
-    with conn.transaction(), conn.cursor() as cur:
+    return LoadResult(len(portfolio.commodities), len(portfolio.borrowers),
+                      len(portfolio.facilities), len(lots), len(portfolio.receivables),
+                      len(portfolio.prices))
+
+
+def _write_portfolio(conn: psycopg.Connection, portfolio: PortfolioIn, lots: Sequence[Lot]) -> None:
+    with conn.cursor() as cur:
         for c in portfolio.commodities:
             cur.execute(
                 "INSERT INTO commodities VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name)"
@@ -128,6 +138,7 @@ def load_portfolio(conn: psycopg.Connection, portfolio: PortfolioIn, now: dateti
                 " ON CONFLICT (lot_id) DO UPDATE SET commodity = EXCLUDED.commodity,"
                 " declared_quantity = EXCLUDED.declared_quantity,"
                 " unit_weight_kg = EXCLUDED.unit_weight_kg, site = EXCLUDED.site,"
+                " registration_no = EXCLUDED.registration_no,"
                 " vehicle = EXCLUDED.vehicle, geofence = EXCLUDED.geofence,"
                 " business_hours = EXCLUDED.business_hours",
                 (lot.id, lot.facility_id, lot.commodity, lot.declared_quantity, lot.unit_weight_kg,
@@ -145,9 +156,6 @@ def load_portfolio(conn: psycopg.Connection, portfolio: PortfolioIn, now: dateti
                 (r.id, r.facility, r.debtor, r.amount, r.due, r.related_party, r.disputed, r.paid))
         insert_prices(conn, [p.domain() for p in portfolio.prices])
         notify_lending(conn, None)
-    return LoadResult(len(portfolio.commodities), len(portfolio.borrowers),
-                      len(portfolio.facilities), len(lots), len(portfolio.receivables),
-                      len(portfolio.prices))
 
 
 def insert_prices(conn: psycopg.Connection, points: Sequence[PricePoint]) -> int:
@@ -188,14 +196,21 @@ def _release(conn: psycopg.Connection, release_id: str) -> tuple[ReleaseOrder, s
 
 def request_release(conn: psycopg.Connection, release_id: str, lot_id: str, quantity: float,
                     now: datetime) -> ReleaseOrder:
-    order = ReleaseOrder(release_id, lot_id, quantity, requested_at=now)
+    try:
+        order = ReleaseOrder(release_id, lot_id, quantity, requested_at=now)
+    except DomainError as exc:
+        raise LendingError(str(exc)) from None
     with conn.transaction():
         lot = conn.execute("SELECT declared_quantity FROM lots WHERE lot_id = %s FOR UPDATE",
                            (lot_id,)).fetchone()
         if lot is None:
             raise LendingError(f"no lot {lot_id!r}")
-        if quantity > lot[0]:
-            raise LendingError(f"lot {lot_id} holds {lot[0]:g} units; cannot release {quantity:g}")
+        pending = conn.execute(
+            "SELECT coalesce(sum(quantity), 0) FROM release_orders WHERE lot_id = %s"
+            " AND status IN ('requested', 'approved')", (lot_id,)).fetchone()[0]  # type: ignore[index]
+        if quantity + pending > lot[0]:
+            raise LendingError(f"lot {lot_id} holds {lot[0]:g} units and {pending:g} are already "
+                               f"requested or approved; cannot release {quantity:g} more")
         inserted = conn.execute(
             "INSERT INTO release_orders (release_id, lot_id, quantity, status, requested_at)"
             " VALUES (%s, %s, %s, 'requested', %s) ON CONFLICT DO NOTHING RETURNING 1",
@@ -219,7 +234,12 @@ def advance_release(conn: psycopg.Connection, release_id: str, to: ReleaseStatus
                      " WHERE release_id = %s",
                      (str(moved.status), moved.approved_at, moved.executed_at, release_id))
         if to is ReleaseStatus.EXECUTED:
-            conn.execute("UPDATE lots SET declared_quantity = greatest(0, declared_quantity - %s)"
+            held = conn.execute("SELECT declared_quantity FROM lots WHERE lot_id = %s FOR UPDATE",
+                                (order.lot_id,)).fetchone()[0]  # type: ignore[index]
+            if order.quantity > held:
+                raise LendingError(f"lot {order.lot_id} holds {held:g} units; release "
+                                   f"{release_id} of {order.quantity:g} cannot be executed")
+            conn.execute("UPDATE lots SET declared_quantity = declared_quantity - %s"
                          " WHERE lot_id = %s", (order.quantity, order.lot_id))
         notify_lending(conn, [facility_id])
     return moved

@@ -48,6 +48,7 @@ LATEST_METRICS = ("temp_c", "humidity_pct", "lat", "lon", "tamper")
 PRICE_HISTORY = 120  # price points per commodity for the volatility estimate
 SALES_DAYS = 30
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_CURE_PERIOD_S = 10 * 365 * 86_400.0
 NOTIFY_MAX = 7900
 
 
@@ -66,7 +67,16 @@ def terms_from_json(data: Mapping[str, Any]) -> ProductTerms:
         raise ValueError(f"unknown product terms: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     values = dict(data)
     if "cure_period" in values:
-        values["cure_period"] = timedelta(seconds=float(values["cure_period"]))
+        seconds = float(values["cure_period"])
+        if not (math.isfinite(seconds) and 0 <= seconds <= MAX_CURE_PERIOD_S):
+            raise ValueError(f"cure_period must be between 0 and {MAX_CURE_PERIOD_S:g} seconds "
+                             f"(10 years), got {values['cure_period']!r}")
+        values["cure_period"] = timedelta(seconds=seconds)
+    if "receivable_max_days_past_due" in values:
+        days = values["receivable_max_days_past_due"]
+        if not (isinstance(days, int | float) and math.isfinite(days) and float(days).is_integer()):
+            raise ValueError(f"receivable_max_days_past_due must be a whole number of days, got {days!r}")
+        values["receivable_max_days_past_due"] = int(days)
     return ProductTerms(**values)
 
 
@@ -365,8 +375,18 @@ def _notify_alert(conn: psycopg.Connection, alert_id: int, alert: Alert, status:
 
 
 def _json(value: Any) -> Any:
-    """``value`` as plain JSON (dates as ISO strings, infinities as null)."""
-    return json.loads(json.dumps(value, default=str).replace("Infinity", "null"))
+    """``value`` as plain JSON: dates as ISO strings, tuples as lists, non-finite numbers as null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_json(v) for v in value]
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 def insert_alert(conn: psycopg.Connection, alert: Alert) -> int | None:

@@ -176,7 +176,7 @@ def _worse(finding: Finding, alert: Alert) -> bool:
     if SEVERITY_RANK[finding.severity] != SEVERITY_RANK[alert.severity]:
         return SEVERITY_RANK[finding.severity] > SEVERITY_RANK[alert.severity]
     before = alert.evidence.get("magnitude")
-    return (finding.magnitude is not None and isinstance(before, int | float)
+    return (finding.magnitude is not None and isinstance(before, int | float) and before >= 0
             and finding.magnitude > before * MAGNITUDE_STEP)
 
 

@@ -151,7 +151,11 @@ def limit_moved(old: LimitSnapshot | None, new: LimitSnapshot, *, tolerance: flo
         return True
     if not math.isinf(new.ltv) and abs(new.ltv - old.ltv) > tolerance:
         return True
-    return abs(new.outstanding - old.outstanding) > tolerance * max(old.outstanding, 1.0)
+    if abs(new.outstanding - old.outstanding) > tolerance * max(old.outstanding, 1.0):
+        return True
+    trust_before = {lot.lot_id: lot.trust for lot in old.lots}
+    return any(abs(lot.trust - trust_before.get(lot.lot_id, -1.0)) > tolerance for lot in new.lots) \
+        or len(old.lots) != len(new.lots)
 
 
 def explain_change(old: LimitSnapshot, new: LimitSnapshot) -> list[str]:

@@ -59,6 +59,8 @@ class ProductTerms:
             _fraction(name, getattr(self, name))
         _fraction("warning_ltv", self.warning_ltv, upper=10.0)
         _fraction("liquidation_ltv", self.liquidation_ltv, upper=10.0)
+        if self.warning_ltv <= 0:
+            raise DomainError("warning_ltv must be above 0")
         if not self.warning_ltv < self.liquidation_ltv:
             raise DomainError("warning_ltv must be below liquidation_ltv "
                               f"({self.warning_ltv} >= {self.liquidation_ltv})")
@@ -66,8 +68,11 @@ class ProductTerms:
             raise DomainError("base_haircut must not exceed max_haircut")
         if not (math.isfinite(self.haircut_z) and self.haircut_z >= 0):
             raise DomainError(f"haircut_z must be >= 0, got {self.haircut_z!r}")
-        if self.cure_period < timedelta(0):
-            raise DomainError("cure_period must not be negative")
+        if not timedelta(0) <= self.cure_period <= timedelta(days=3650):
+            raise DomainError("cure_period must be between 0 and 10 years")
+        if not 0 <= self.receivable_max_days_past_due <= 3650:
+            raise DomainError("receivable_max_days_past_due must be between 0 and 3650, got "
+                              f"{self.receivable_max_days_past_due!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +120,10 @@ class Commodity:
             raise DomainError(f"commodity {self.name}: liquidation_days must be >= 0")
         for name in ("temp_c", "humidity_pct"):
             bounds = getattr(self, name)
-            if bounds is not None and not bounds[0] <= bounds[1]:
-                raise DomainError(f"commodity {self.name}: {name} range is (min, max)")
+            if bounds is None:
+                continue
+            if not all(math.isfinite(b) for b in bounds) or not bounds[0] <= bounds[1]:
+                raise DomainError(f"commodity {self.name}: {name} must be a finite (min, max) range")
 
     def unit_price(self, quote: float, unit_weight_kg: float) -> float:
         """The price of one lot unit (weighing ``unit_weight_kg``) at ``quote`` per quoted unit."""
@@ -151,6 +158,14 @@ class Lot:
         start, end = self.business_hours
         if not (0 <= start <= 24 and 0 <= end <= 24):
             raise DomainError(f"lot {self.id}: business hours must be within 0..24")
+
+    def open_at(self, local_hour: float) -> bool:
+        """Whether ``local_hour`` (0 ≤ h < 24, site time) is within business hours; a window
+        like (22, 6) runs overnight, (0, 24) is always open and (h, h) never."""
+        start, end = self.business_hours
+        if start <= end:
+            return start <= local_hour < end
+        return local_hour >= start or local_hour < end
 
 
 @dataclass(frozen=True, slots=True)

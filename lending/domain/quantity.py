@@ -150,6 +150,7 @@ def verify(lot: Lot, obs: LotObservation, policy: TrustPolicy | None = None,
     trust = math.prod(factors.values()) if factors else 1.0
     trust = min(1.0, max(0.0, trust))
     pledged = min(quantity, lot.declared_quantity)
-    observed = by_weight is not None or by_count is not None or bool(seen)
+    # A door or climate sensor reporting first does not make the quantity known.
+    observed = by_weight is not None or by_count is not None or "seal_only" in factors
     return Verified(quantity, pledged, trust, by_weight, by_count, mismatch, stale_s, factors,
                     flatlined, observed)

@@ -79,13 +79,11 @@ def _drop(lot: Lot, times: Sequence[datetime], values: Sequence[float], *, unit:
 
 
 def _out_of_hours(lot: Lot, times: Sequence[datetime], policy: RulePolicy) -> list[datetime]:
-    start, end = lot.business_hours
     offset = timedelta(hours=policy.utc_offset_hours)
     late = []
     for t in times:
         local = t + offset
-        hour = local.hour + local.minute / 60
-        if not (start <= hour < end):
+        if not lot.open_at(local.hour + local.minute / 60):
             late.append(t)
     return late
 
@@ -246,8 +244,7 @@ def _ltv_text(ltv: float) -> str:
 
 
 def _ltv_evidence(s: LimitSnapshot) -> dict[str, Any]:
-    top_up = 0.0 if math.isinf(s.ltv) and s.warning_ltv == 0 else max(
-        0.0, s.outstanding / s.warning_ltv - s.collateral_value)
+    top_up = max(0.0, s.outstanding / s.warning_ltv - s.collateral_value) if s.warning_ltv > 0 else 0.0
     return {"ltv": None if math.isinf(s.ltv) else s.ltv, "outstanding": s.outstanding,
             "collateral_value": s.collateral_value, "warning_ltv": s.warning_ltv,
             "liquidation_ltv": s.liquidation_ltv, "top_up_needed": top_up,
@@ -285,8 +282,10 @@ def facility_findings(facility: Facility, snapshot: LimitSnapshot, latest: Mappi
         f"{evidence['top_up_needed']:,.2f} {facility.currency} of collateral or repay by "
         f"{deadline:%Y-%m-%d %H:%M} UTC", evidence, cure_deadline=deadline)]
     warning = latest.get(alert_key(AlertType.LTV_WARNING, fid, None))
-    expired = (warning is not None and warning.active and warning.cure_deadline is not None
-               and warning.cure_deadline <= now and warn is not Signal.CLEAR)
+    expired = warn is not Signal.CLEAR and (
+        (warning is not None and warning.active and warning.cure_deadline is not None
+         and warning.cure_deadline <= now)
+        or (warn is Signal.RAISE and terms.cure_period <= timedelta(0)))  # no time to cure
     if ltv >= terms.liquidation_ltv or expired:
         liq = Signal.RAISE
     elif ltv < terms.liquidation_ltv - terms.ltv_hysteresis:

@@ -22,7 +22,7 @@ class Haircut:
 
 
 def daily_volatility(prices: Sequence[PricePoint]) -> tuple[float, int]:
-    """Standard deviation of log returns scaled to one day, and the number of returns used.
+    """Root mean square of log returns scaled to one day, and the number of returns used.
 
     Returns are scaled by the square root of each interval, so ticks at any spacing give a daily
     figure. Fewer than two prices give 0 volatility (the base haircut alone applies).
@@ -37,9 +37,8 @@ def daily_volatility(prices: Sequence[PricePoint]) -> tuple[float, int]:
     if not keep.any():
         return 0.0, 0
     scaled = np.diff(np.log(values))[keep] / np.sqrt(gaps_days[keep])
-    if scaled.size < 2:
-        return float(abs(scaled[0])), 1
-    return float(np.std(scaled, ddof=1)), int(scaled.size)
+    # Zero-mean (RiskMetrics-style) RMS: a steady fall is risk too, not a drift to subtract.
+    return float(np.sqrt(np.mean(scaled * scaled))), int(scaled.size)
 
 
 def haircut(prices: Sequence[PricePoint], liquidation_days: float, terms: ProductTerms) -> Haircut:

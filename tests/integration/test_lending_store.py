@@ -315,14 +315,19 @@ def test_a_pledge_committed_between_the_check_and_the_write_is_still_refused(
                              "declared_quantity": 5, "unit_weight_kg": 1000,
                              "registration_no": "REG-XB", "sensors": ["lc-xb"]}]})
     real_terms_json = service.terms_json
-    raced: list[bool] = []
+    b_outcome: list[str] = []
 
     def terms_json_after_b_commits(terms: Any) -> Any:
-        # Called inside A's write transaction, after A's duplicate check has committed.
-        if not raced:
-            raced.append(True)
-            with psycopg.connect(db, autocommit=True) as other:
-                load_portfolio(other, b, NOW)
+        # Called inside A's write phase, after A's duplicate check. B gets 2 s for the lock: a
+        # load that holds its lock from check to write makes B wait (serialised, no race).
+        if not b_outcome:
+            try:
+                with psycopg.connect(db, autocommit=True,
+                                     options="-c lock_timeout=2000") as other:
+                    load_portfolio(other, b, NOW)
+                b_outcome.append("committed")
+            except psycopg.errors.LockNotAvailable:
+                b_outcome.append("waited")
         return real_terms_json(terms)
 
     monkeypatch.setattr(service, "terms_json", terms_json_after_b_commits)
@@ -331,7 +336,12 @@ def test_a_pledge_committed_between_the_check_and_the_write_is_still_refused(
         load_portfolio(loaded, a, NOW)
     except LendingError as exc:
         refused = exc
-    assert raced
+    assert b_outcome, "the hook did not run inside load_portfolio's write phase"
+    if b_outcome == ["waited"]:  # serialised: A won, so B, loading now, is the duplicate
+        assert refused is None
+        with pytest.raises(DuplicatePledgeError):
+            load_portfolio(loaded, b, NOW)
+        return
     row = loaded.execute("SELECT facility_id, commodity, declared_quantity, registration_no"
                          " FROM lots WHERE lot_id = 'lot-x'").fetchone()
     sensors = loaded.execute("SELECT device_id FROM lot_sensors WHERE lot_id = 'lot-x'"
@@ -396,17 +406,22 @@ def test_release_requests_that_are_refused(loaded: psycopg.Connection) -> None:
 
 
 def test_releases_cannot_take_out_more_than_the_lot_holds(loaded: psycopg.Connection) -> None:
-    # Each request fits the lot on its own; together they exceed it. Executing the second must
-    # not silently release 60 units from a lot that now declares 40.
+    # Each request fits the lot on its own; together they exceed it: the second is refused.
     request_release(loaded, "rel-a", "lot-a1", 60, NOW)
-    request_release(loaded, "rel-b", "lot-a1", 60, NOW)
+    with pytest.raises(LendingError, match="already requested or approved"):
+        request_release(loaded, "rel-b", "lot-a1", 60, NOW)
+    request_release(loaded, "rel-b", "lot-a1", 40, NOW)
     for rid in ("rel-a", "rel-b"):
         advance_release(loaded, rid, ReleaseStatus.APPROVED, NOW)
+    # The lot shrinks by other means (a re-stated portfolio) before rel-b is executed: executing
+    # must not silently release 40 units from a lot that now declares 30.
+    loaded.execute("UPDATE lots SET declared_quantity = 90 WHERE lot_id = 'lot-a1'")
+    loaded.commit()
     advance_release(loaded, "rel-a", ReleaseStatus.EXECUTED, NOW)
-    assert declared(loaded, "lot-a1") == 40
-    with pytest.raises(LendingError):
+    assert declared(loaded, "lot-a1") == 30
+    with pytest.raises(LendingError, match="cannot be executed"):
         advance_release(loaded, "rel-b", ReleaseStatus.EXECUTED, NOW)
-    assert declared(loaded, "lot-a1") == 40
+    assert declared(loaded, "lot-a1") == 30
 
 
 # --- repayments and prices -------------------------------------------------------------------------

@@ -1,13 +1,18 @@
-"""The README documents every setting, metric and dead-letter reason the code has."""
+"""The README documents every setting, metric, dead-letter reason, alert type, incident scenario
+and command the code has."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import typer
 
+from firmware_sim.scenarios import SCENARIOS
 from gateway.catalogue import CATALOGUE
 from gateway.payload import Reason
+from lending.domain.alerts import AlertType
+from pledgewatch.cli import app
 from pledgewatch.settings import Settings
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
@@ -26,3 +31,27 @@ def test_every_metric_is_documented(metric: str) -> None:
 @pytest.mark.parametrize("reason", [r.value for r in Reason])
 def test_every_dead_letter_reason_is_documented(reason: str) -> None:
     assert f"| `{reason}` |" in README
+
+
+@pytest.mark.parametrize("alert_type", [t.value for t in AlertType])
+def test_every_alert_type_is_documented(alert_type: str) -> None:
+    assert f"| `{alert_type}` |" in README
+
+
+@pytest.mark.parametrize("scenario", sorted((set(SCENARIOS) - {"normal"}) | {"price-crash"}))
+def test_every_incident_scenario_is_documented(scenario: str) -> None:
+    assert f"| `{scenario}` |" in README
+
+
+def _commands(group: typer.Typer, prefix: str = "pledgewatch") -> list[str]:
+    names = [f"{prefix} {c.name or (c.callback.__name__ if c.callback else '')}".replace("_", "-")
+             for c in group.registered_commands]
+    for sub in group.registered_groups:
+        assert sub.typer_instance is not None
+        names += _commands(sub.typer_instance, f"{prefix} {sub.name}")
+    return names
+
+
+@pytest.mark.parametrize("command", _commands(app))
+def test_every_command_is_documented(command: str) -> None:
+    assert f"`{command}" in README

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -20,6 +19,7 @@ from lending.domain.alerts import (
     AlertType,
     Finding,
     PledgeAlertCleared,
+    PledgeAlertEscalated,
     PledgeAlertRaised,
     PledgeAlertResolved,
     Severity,
@@ -67,6 +67,7 @@ MINUTE = timedelta(minutes=1)
 POLICY = RulePolicy()
 TRUST = TrustPolicy()
 SQUARE = ((31.0, 121.0), (31.0, 121.1), (31.1, 121.1), (31.1, 121.0))
+COLD = Commodity("milk", temp_c=(2.0, 8.0), humidity_pct=(30.0, 60.0))
 
 
 # --- builders ---------------------------------------------------------------------------------
@@ -394,6 +395,41 @@ def test_trust_is_clamped_to_one() -> None:
     assert v.trust == 1.0
 
 
+def test_a_sealed_vehicle_without_a_weight_channel_counts_its_declared_load() -> None:
+    truck = make_lot(sensors=("seal-1", "gps-1"), vehicle="truck-7")
+    sealed = verify(truck, LotObservation(now=NOW, last_seen={"seal-1": NOW}))
+    assert (sealed.quantity, sealed.pledged, sealed.observed) == (400.0, 400.0, True)
+    assert sealed.factors == {"seal_only": 0.9} and sealed.trust == pytest.approx(0.9)
+    silent = verify(truck, LotObservation(now=NOW))
+    assert (silent.quantity, silent.trust, silent.observed) == (0.0, 0.0, False)
+    broken = verify(truck, LotObservation(now=NOW, last_seen={"seal-1": NOW},
+                                          tampered=frozenset({"seal-1"})))
+    assert broken.trust == pytest.approx(0.9 * 0.1)
+
+
+def test_a_warehouse_lot_is_not_vouched_for_by_a_seal() -> None:
+    v = verify(make_lot(sensors=("lc-1", "door-1")), LotObservation(now=NOW, last_seen={"door-1": NOW}))
+    assert (v.quantity, v.trust) == (0.0, 0.0)
+    assert "seal_only" not in v.factors
+
+
+def test_goods_outside_their_geofence_are_not_collateral() -> None:
+    lot = make_lot(geofence=SQUARE)
+    out = verify(lot, obs(weight=20_000.0, position=(31.5, 121.05)))
+    assert out.factors == {"outside_geofence": 0.0} and out.trust == 0.0
+    assert verify(lot, obs(weight=20_000.0, position=(31.05, 121.05))).trust == 1.0
+
+
+def test_goods_out_of_spec_lose_trust_only_with_their_commodity() -> None:
+    lot = make_lot(commodity="milk")
+    warm = obs(weight=20_000.0, temp_c=9.0)
+    assert verify(lot, warm, TRUST, COLD).factors == {"out_of_spec": 0.5}
+    assert verify(lot, warm, TRUST, COLD).trust == pytest.approx(0.5)
+    assert verify(lot, warm).trust == 1.0  # no commodity, no spec
+    assert verify(lot, obs(weight=20_000.0, temp_c=7.9), TRUST, COLD).trust == 1.0  # inside, near edge
+    assert verify(lot, obs(weight=20_000.0, humidity_pct=61.0), TRUST, COLD).trust == pytest.approx(0.5)
+
+
 # --- haircut --------------------------------------------------------------------------------------
 
 def prices(values: Sequence[float], *, step: timedelta = timedelta(days=1)) -> list[PricePoint]:
@@ -411,11 +447,19 @@ def test_haircut_formula_by_hand() -> None:
     terms = ProductTerms(base_haircut=0.05, haircut_z=2.33, max_haircut=0.6)
     history = [100.0, 102.0, 99.0, 101.0]
     returns = [math.log(b / a) for a, b in itertools.pairwise(history)]
-    sigma = statistics.stdev(returns)
+    sigma = math.sqrt(sum(r * r for r in returns) / len(returns))  # zero-mean RMS
     cut = haircut(prices(history), 10.0, terms)
     assert cut.daily_volatility == pytest.approx(sigma)
     assert cut.value == pytest.approx(0.05 + 2.33 * sigma * math.sqrt(10.0))
     assert cut.observations == 3
+
+
+def test_a_steady_fall_is_volatility_too() -> None:
+    # A drift is not subtracted: prices falling 5 % a day carry risk, unlike flat prices.
+    falling = haircut(prices([100.0 * 0.95**i for i in range(6)]), 10.0, ProductTerms()).value
+    flat = haircut(prices([100.0] * 6), 10.0, ProductTerms()).value
+    assert flat == pytest.approx(0.05)
+    assert falling == pytest.approx(0.05 + 2.33 * -math.log(0.95) * math.sqrt(10.0))
 
 
 def test_volatility_is_scaled_to_one_day() -> None:
@@ -611,6 +655,26 @@ def test_alert_acknowledge_and_resolve_refuse_bad_transitions() -> None:
         done.resolve(NOW, "officer")
     with pytest.raises(DomainError):
         done.acknowledge(NOW, "officer")
+
+
+def test_a_worse_finding_escalates_the_open_alert_once() -> None:
+    door = Finding(AlertType.UNAUTHORISED_OUTBOUND, "fac-1", "lot-1", Signal.RAISE, Severity.WARNING,
+                   "door", {"door_open_out_of_hours": ["t"]}, auto_resolve=False)
+    theft = replace(door, severity=Severity.CRITICAL, message="goods left",
+                    evidence={"drop": {"unexplained_units": 60.0}}, magnitude=60.0)
+    _, latest = step({}, door)
+    events, latest = step(latest, theft)
+    assert [type(e) for e in events] == [PledgeAlertEscalated]
+    alert = latest[door.key]
+    assert (alert.severity, alert.message, alert.status) == (Severity.CRITICAL, "goods left",
+                                                             AlertStatus.OPEN)
+    assert alert.evidence["magnitude"] == 60.0 and "drop" in alert.evidence
+    assert reconcile(latest, [theft], NOW) == []  # replay
+    assert reconcile(latest, [door], NOW) == []  # a milder finding does not downgrade it
+    assert reconcile(latest, [replace(theft, magnitude=65.0)], NOW) == []  # +8 %: no news
+    events, latest = step(latest, replace(theft, magnitude=70.0))  # +17 %
+    assert [type(e) for e in events] == [PledgeAlertEscalated]
+    assert latest[door.key].evidence["magnitude"] == 70.0
 
 
 # --- outbound: weight drops, releases, doors ----------------------------------------------------
@@ -814,9 +878,6 @@ def test_mismatch_raise_hold_clear(count: float, signal: Signal) -> None:
 def test_no_mismatch_with_one_channel() -> None:
     lot = make_lot()
     assert mismatch_finding(lot, verify(lot, obs(weight=2_000.0)), TRUST).signal is Signal.CLEAR
-
-
-COLD = Commodity("milk", temp_c=(2.0, 8.0), humidity_pct=(30.0, 60.0))
 
 
 @pytest.mark.parametrize(("temp", "humidity", "signal"), [
@@ -1067,7 +1128,7 @@ def two_lot_inputs(steel_weights: Sequence[float], *, now: datetime = NOW, **kw:
 
 def rice_value() -> float:
     returns = [math.log(b / a) for a, b in itertools.pairwise(RICE_PRICES)]
-    cut = 0.05 + 2.33 * statistics.stdev(returns) * math.sqrt(20.0)
+    cut = 0.05 + 2.33 * math.sqrt(sum(r * r for r in returns) / len(returns)) * math.sqrt(20.0)
     return 390.0 * 0.05 * 3090.0 * (1 - cut)  # 390 bags × 0.05 t × price × (1 − haircut)
 
 
@@ -1131,3 +1192,20 @@ def test_assess_holds_ltv_alerts_until_every_lot_has_reported() -> None:
                    for e in result.alert_events)
     reported = assess(replace(inputs, facility=replace(inputs.facility, outstanding=150_000.0)), NOW)
     assert {e.alert.type for e in reported.alert_events} >= {AlertType.LTV_WARNING}
+
+
+def test_a_door_sensor_reporting_first_does_not_end_the_wait_for_quantity_readings() -> None:
+    # A freshly pledged warehouse lot whose door sensor reports before its load cell and RFID
+    # reader: its quantity is still unknown (verify says "no_readings", trust 0), so its
+    # collateral is unknown rather than zero and the LTV rules must keep holding.
+    inputs = two_lot_inputs(steady(30, 20_000.0))
+    steel = replace(inputs.lots[0], sensors=("lc-steel", "door-steel"))
+    door_only = LotObservation(now=NOW, last_seen={"door-steel": NOW})
+    waiting = replace(inputs, lots=[steel, inputs.lots[1]],
+                      observations={**inputs.observations, "steel-1": door_only},
+                      facility=replace(inputs.facility, outstanding=150_000.0))
+    result = assess(waiting, NOW)
+    assert result.verified["steel-1"].factors.get("no_readings") == 0.0
+    assert not result.verified["steel-1"].observed
+    assert not any(e.alert.type in (AlertType.LTV_WARNING, AlertType.LTV_LIQUIDATION)
+                   for e in result.alert_events)

@@ -255,7 +255,7 @@ BAD_CSV: dict[str, tuple[str, tuple[str, ...]]] = {
     "unknown-column": ("id,facility,commodity,declared_quantity,unit_weight_kg,registration_no,"
                        "colour\nl1,f1,wheat,1,25,REG-1,red\n", ("lots.0.colour",)),
     "200k-field": (CSV_HEADER + "l1,f1,wheat,100,25," + "R" * 200_000 + ",a,7-19\n",
-                   ("registration_no",)),
+                   ("line 2", "field larger than field limit")),
 }
 
 
