@@ -31,6 +31,9 @@ PROGRESS_STORED = re.compile(r"stored (?P<stored>[\d,]+) readings")
 FLEET_STOPPED = re.compile(r"^fleet stopped: (?P<published>[\d,]+) published, "
                            r"(?P<acked>[\d,]+) acknowledged, (?P<pending>[\d,]+) still pending$")
 GATEWAY_STOPPED = re.compile(r"gateway stopped: .*'stored': (?P<stored>\d+)")
+PORTFOLIO = re.compile(r"^portfolio: (?P<borrowers>\d+) borrowers .*, (?P<facilities>\d+) facilities, "
+                       r"(?P<lots>\d+) pledged lots$")
+LENDING = re.compile(r"lending: (?P<changes>[\d,]+) limit changes, (?P<alerts>[\d,]+) alerts raised")
 
 
 def number(text: str) -> int:
@@ -41,6 +44,7 @@ class Demo:
     """A `python -m pledgewatch demo` subprocess whose output is read line by line, with deadlines."""
 
     def __init__(self, state_dir: Path, *args: str) -> None:
+        self.state_dir = state_dir
         env = {k: v for k, v in os.environ.items() if not k.startswith("PLEDGEWATCH_")}
         env.update(PLEDGEWATCH_STATE_DIR=str(state_dir), PLEDGEWATCH_HTTP_PORT="0",
                    PYTHONUNBUFFERED="1",
@@ -100,6 +104,14 @@ class Demo:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+
+
+def pledgewatch_cli(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLEDGEWATCH_")}
+    env.update(PLEDGEWATCH_STATE_DIR=str(state_dir), PLEDGEWATCH_LOG_LEVEL="WARNING",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
+    return subprocess.run([sys.executable, "-m", "pledgewatch", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def stop_leftover_postgres(data_dir: Path) -> None:
@@ -164,7 +176,10 @@ def test_demo_serves_live_data_and_keeps_it_across_a_restart(start_demo: Callabl
     first = start_demo("--devices", str(DEVICES), "--rate", "5", "--duration", "6")
     store = first.wait_for(STORE, timeout=60)
     assert store["backend"] == "plain PostgreSQL"
-    assert (store["migrations"], store["new"], store["stored"]) == ("2", str(DEVICES), "0")
+    assert (store["migrations"], store["new"], store["stored"]) == ("3", str(DEVICES), "0")
+    portfolio = first.wait_for(PORTFOLIO, timeout=10)
+    assert (portfolio["borrowers"], portfolio["facilities"]) == ("6", "5")
+    assert number(portfolio["lots"]) == 6  # 8 devices: 4 warehouses + 2 vehicles (2 lines unpledged)
     assert number(first.wait_for(BROKER, timeout=5)["port"]) != 1883
     http = first.wait_for(HTTP, timeout=30)
     assert number(http["port"]) not in (0, 8000)
@@ -178,6 +193,12 @@ def test_demo_serves_live_data_and_keeps_it_across_a_restart(start_demo: Callabl
         assert device["online"] is True, device
         for metric, reading in device["readings"].items():
             assert isinstance(reading["value"], float), (device["device_id"], metric, reading)
+    # A second process shares the demo's embedded database (and must leave it running).
+    limit = pledgewatch_cli(first.state_dir, "facility", "limit", "fac-sup-ore-trading")
+    assert limit.returncode == 0, limit.stdout + limit.stderr
+    assert "limit " in limit.stdout and "lot lot-wh-0001 (steel-coil)" in limit.stdout
+    assert first.wait_for(LENDING, timeout=10)
+    health, _ = wait_for_fleet_in_store(first, http["url"], timeout=5)
     seen_stored = health["readings"]
     metrics_text = urllib.request.urlopen(f"{http['url']}/metrics", timeout=5).read().decode()
     assert "pledgewatch_readings_stored_total" in metrics_text
@@ -206,3 +227,19 @@ def test_demo_serves_live_data_and_keeps_it_across_a_restart(start_demo: Callabl
     assert health["devices"] == DEVICES and health["dead_letters"] == 0
     assert second.wait_exit(timeout=60) == 0, second.output
     assert "stopped cleanly" in second.output
+
+
+def test_demo_theft_scenario_raises_outbound_alerts(start_demo: Callable[..., Demo]) -> None:
+    demo = start_demo("--devices", str(DEVICES), "--rate", "5", "--duration", "14",
+                      "--scenario", "theft")
+    http = demo.wait_for(HTTP, timeout=60)
+    wait_for_fleet_in_store(demo, http["url"], timeout=10)
+    deadline = time.monotonic() + 20
+    listed = ""
+    while time.monotonic() < deadline and listed.count("unauthorised_outbound") < 4:
+        listed = pledgewatch_cli(demo.state_dir, "alerts", "list").stdout
+        time.sleep(0.5)
+    # Every warehouse lot (4 of 8 devices) lost 30 % of its goods with no release.
+    assert listed.count("unauthorised_outbound") == 4, listed
+    assert "geofence_exit" not in listed and "sensor_tamper" not in listed, listed
+    assert demo.wait_exit(timeout=60) == 0, demo.output

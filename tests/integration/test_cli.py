@@ -63,13 +63,14 @@ def expected_storage(pg: PgServer, url: str) -> str:
         return "TimescaleDB" if timescaledb_available(conn) else "plain PostgreSQL"
 
 
-def test_migrate_applies_both_migrations_once(pg: PgServer, empty_db: str, tmp_path: Path) -> None:
+def test_migrate_applies_every_migration_once(pg: PgServer, empty_db: str, tmp_path: Path) -> None:
     first = pledgewatch(empty_db, tmp_path, "migrate")
     assert first.returncode == 0, output(first)
-    assert "applied 2 migration(s): 0001_ingestion, 0002_timescale" in first.stdout
+    assert "applied 3 migration(s): 0001_ingestion, 0002_timescale, 0003_lending" in first.stdout
     storage = f"storage: {expected_storage(pg, empty_db)}"
     assert storage in first.stdout
-    assert {"devices", "readings", "dead_letters", "device_status"} <= tables(empty_db)
+    assert {"devices", "readings", "dead_letters", "device_status", "facilities", "lots",
+            "limit_snapshots", "alerts"} <= tables(empty_db)
 
     second = pledgewatch(empty_db, tmp_path, "migrate")
     assert second.returncode == 0, output(second)
