@@ -26,6 +26,8 @@ from typing import Protocol, TextIO
 
 import numpy as np
 
+from lending.domain.model import PricePoint
+
 CSV_HEADER: tuple[str, ...] = ("time", "commodity", "price", "currency")
 DEFAULT_CURRENCY = "CNY"
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
@@ -39,27 +41,6 @@ class RowReader(Protocol):
     def line_num(self) -> int: ...
 
     def __next__(self) -> list[str]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class PricePoint:
-    """One price of one commodity at one instant (``time`` is normalised to aware UTC)."""
-
-    time: datetime
-    commodity: str
-    price: float
-    currency: str = DEFAULT_CURRENCY
-
-    def __post_init__(self) -> None:
-        if self.time.tzinfo is None or self.time.utcoffset() is None:
-            raise ValueError(f"price time must be timezone-aware, got {self.time.isoformat()}")
-        if not self.commodity.strip():
-            raise ValueError("price commodity must not be empty")
-        if not self.currency.strip():
-            raise ValueError("price currency must not be empty")
-        if not (math.isfinite(self.price) and self.price > 0):
-            raise ValueError(f"price must be finite and positive, got {self.price!r}")
-        object.__setattr__(self, "time", self.time.astimezone(UTC))
 
 
 def crash_factors(points: int, crash_at: int | None, crash_fraction: float, crash_points: int) -> np.ndarray:
@@ -122,7 +103,7 @@ def price_series(
     walk = start_price * np.exp(np.cumsum(volatility * shocks))
     prices = walk * crash_factors(points, crash_at, crash_fraction, crash_points)
     return [
-        PricePoint(start + timedelta(seconds=i * step_s), commodity, float(price), currency)
+        PricePoint(commodity, start + timedelta(seconds=i * step_s), float(price), currency)
         for i, price in enumerate(prices)
     ]
 
@@ -233,7 +214,7 @@ def parse_row(row: list[str]) -> PricePoint:
         raise ValueError("empty commodity")
     if not currency:
         raise ValueError("empty currency")
-    return PricePoint(parse_time(time_text), commodity, parse_price(price_text), currency)
+    return PricePoint(commodity, parse_time(time_text), parse_price(price_text), currency)
 
 
 def write_prices_csv(points: Iterable[PricePoint], target: PathOrFile) -> int:

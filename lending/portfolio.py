@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from lending.domain.model import (
     Borrower,
@@ -127,17 +134,10 @@ class ReceivableIn(_Strict):
     facility: str = Field(pattern=SLUG)
     debtor: str = Field(min_length=1)
     amount: float = Field(ge=0, le=1e15, allow_inf_nan=False)
-    due: datetime
+    due: AwareDatetime  # with a time zone, e.g. 2026-12-31T00:00:00Z
     related_party: bool = False
     disputed: bool = False
     paid: bool = False
-
-    @field_validator("due")
-    @classmethod
-    def _aware(cls, due: datetime) -> datetime:
-        if due.tzinfo is None:
-            raise ValueError("due must carry a time zone (e.g. 2026-12-31T00:00:00Z)")
-        return due
 
     def domain(self) -> Receivable:
         return Receivable(self.id, self.facility, self.debtor, self.amount, self.due,
@@ -146,16 +146,9 @@ class ReceivableIn(_Strict):
 
 class PriceIn(_Strict):
     commodity: str = Field(pattern=SLUG)
-    time: datetime
+    time: AwareDatetime
     price: float = Field(gt=0, allow_inf_nan=False)
     currency: str = Field("CNY", pattern=r"^[A-Z]{3}$")
-
-    @field_validator("time")
-    @classmethod
-    def _aware(cls, t: datetime) -> datetime:
-        if t.tzinfo is None:
-            raise ValueError("time must carry a time zone")
-        return t
 
     def domain(self) -> PricePoint:
         return PricePoint(self.commodity, self.time, self.price, self.currency)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 import threading
 import time
@@ -14,7 +15,7 @@ import psycopg
 
 from firmware_sim.devices import make_fleet
 from firmware_sim.fleet import FleetStats, run_fleet
-from firmware_sim.prices import PRICE_SCENARIOS, scenario_series
+from firmware_sim.prices import PRICE_SCENARIOS, price_series
 from gateway.metrics import GatewayMetrics
 from gateway.payload import DeviceInfo
 from gateway.service import Gateway
@@ -71,18 +72,20 @@ def _prepare_store(endpoints: Endpoints, options: DemoOptions) -> list[DeviceInf
 
 class PriceFeed:
     """Posts one live price per commodity every ``every_s`` seconds; under ``price-crash`` the
-    steel price (held by the tightest facility) falls 35 % over a few ticks."""
+    steel price (held by the tightest facility) falls 35 % over three ticks, 30 s in."""
 
     def __init__(self, database_url: str, scenario: str, every_s: float) -> None:
         self.database_url, self.every_s = database_url, every_s
         start = utcnow()
         self.series: dict[str, list[PricePoint]] = {}
         for i, (name, spec) in enumerate(COMMODITIES.items()):
-            shape = "price-crash" if scenario == "price-crash" and name == "steel-coil" else "steady"
-            points = scenario_series(shape, name, spec["price"], start=start, points=40,
-                                     step_s=every_s, seed=100 + i)
-            self.series[name] = [PricePoint(p.commodity, p.time, p.price, p.currency)
-                                 for p in points]
+            crash = scenario == "price-crash" and name == "steel-coil"
+            # A calm market moves ~1.5 % a day: scaled to the tick, not 0.5 % every few seconds
+            # (which the haircut would read as a wildly volatile commodity).
+            points = price_series(name, spec["price"], start=start, points=40, step_s=every_s,
+                                  volatility=0.015 * math.sqrt(every_s / 86_400.0), seed=100 + i,
+                                  crash_at=6 if crash else None, crash_fraction=0.35)
+            self.series[name] = points
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="price-feed", daemon=True)
 

@@ -106,7 +106,6 @@ def portfolio_load(
 def prices_post(path: Annotated[Path, typer.Argument(help="CSV: time,commodity,price,currency")]) -> None:
     """Post commodity prices; facilities holding those commodities are revalued."""
     from firmware_sim.prices import read_prices_csv
-    from lending.domain.model import PricePoint
     from lending.service import post_prices
 
     if not path.is_file():
@@ -115,7 +114,7 @@ def prices_post(path: Annotated[Path, typer.Argument(help="CSV: time,commodity,p
         rows = read_prices_csv(path)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _fail(f"{path}: {exc}") from None
-    points = [PricePoint(p.commodity, p.time, p.price, p.currency) for p in rows]
+    points = rows
     affected = run(lambda conn: post_prices(conn, points))
     typer.echo(f"posted {len(points)} price(s); {len(affected)} facilit(y/ies) to revalue")
 

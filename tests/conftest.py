@@ -99,3 +99,19 @@ def stack(pg: PgServer, broker: BrokerUnderTest) -> Iterator[Stack]:
     url = pg.migrated_database()
     yield Stack(pg, url, broker)
     pg.drop(url)
+
+
+@pytest.fixture
+def migrated_db(pg: PgServer) -> Iterator[str]:
+    """A fresh, migrated database of its own (a copy of a migrated template)."""
+    url = pg.migrated_database()
+    yield url
+    pg.drop(url)
+
+
+@pytest.fixture
+def empty_db(pg: PgServer) -> Iterator[str]:
+    """A fresh database with no tables."""
+    url = pg.empty_database()
+    yield url
+    pg.drop(url)

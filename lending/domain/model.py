@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 
@@ -170,15 +170,24 @@ class Lot:
 
 @dataclass(frozen=True, slots=True)
 class PricePoint:
+    """One price of one commodity at one instant (``time`` is normalised to aware UTC)."""
+
     commodity: str
     time: datetime
     price: float
     currency: str = "CNY"
 
     def __post_init__(self) -> None:
+        if self.time.tzinfo is None or self.time.utcoffset() is None:
+            raise DomainError(f"price time must be timezone-aware, got {self.time.isoformat()}")
+        if not self.commodity.strip():
+            raise DomainError("price commodity must not be empty")
+        if not self.currency.strip():
+            raise DomainError("price currency must not be empty")
         if not (math.isfinite(self.price) and self.price > 0):
-            raise DomainError(f"price of {self.commodity} must be a positive number, "
+            raise DomainError(f"price of {self.commodity} must be finite and positive, "
                               f"got {self.price!r}")
+        object.__setattr__(self, "time", self.time.astimezone(UTC))
 
 
 class ReleaseStatus(StrEnum):

@@ -25,7 +25,7 @@ from firmware_sim.fleet import run_fleet
 from firmware_sim.prices import scenario_series
 from gateway.payload import DeviceInfo
 from lending.domain.alerts import AlertType
-from lending.domain.model import PricePoint, ReleaseStatus
+from lending.domain.model import ReleaseStatus
 from lending.engine import LendingEngine, start_engine_thread
 from lending.portfolio import PortfolioIn
 from lending.service import advance_release, load_portfolio, post_prices, repay, request_release
@@ -346,7 +346,7 @@ def test_price_crash_crosses_the_ltv_lines(run_case: Callable[[Case], Run]) -> N
                             start=datetime.now(UTC) - timedelta(hours=9), points=10,
                             step_s=3_600.0, seed=3)
     with psycopg.connect(run.stack.database_url) as conn:
-        post_prices(conn, [PricePoint(p.commodity, p.time, p.price) for p in crash])
+        post_prices(conn, crash)
     alert = expect(run, AlertType.LTV_WARNING,
                    SENSOR_ALERTS | {AlertType.UNAUTHORISED_OUTBOUND, AlertType.GEOFENCE_EXIT,
                                     AlertType.QUANTITY_MISMATCH})

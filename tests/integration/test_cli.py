@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -34,20 +33,6 @@ def pledgewatch(database_url: str, state_dir: Path, *args: str, timeout: float =
 
 def output(proc: subprocess.CompletedProcess[str]) -> str:
     return proc.stdout + proc.stderr
-
-
-@pytest.fixture
-def empty_db(pg: PgServer) -> Iterator[str]:
-    url = pg.empty_database()
-    yield url
-    pg.drop(url)
-
-
-@pytest.fixture
-def migrated_db(pg: PgServer) -> Iterator[str]:
-    url = pg.migrated_database()
-    yield url
-    pg.drop(url)
 
 
 def tables(url: str) -> set[str]:

@@ -43,14 +43,12 @@ def portfolio(now: datetime) -> PortfolioIn:
 
 
 @pytest.fixture
-def db(pg: PgServer) -> Iterator[str]:
-    url = pg.migrated_database()
+def db(migrated_db: str) -> str:
     now = datetime.now(UTC)
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(migrated_db) as conn:
         register_devices(conn, [DeviceInfo(DEVICE, TENANT, "warehouse")])
         load_portfolio(conn, portfolio(now), now)
-    yield url
-    pg.drop(url)
+    return migrated_db
 
 
 def store(url: str, weights: list[float], start_seq: int = 0, spacing_s: float = 1.0,

@@ -30,7 +30,6 @@ from lending.service import (
     request_release,
     resolve_alert,
 )
-from tests.support import PgServer
 
 pytestmark = pytest.mark.integration
 
@@ -82,10 +81,8 @@ def portfolio(data: dict[str, Any] | None = None) -> PortfolioIn:
 
 
 @pytest.fixture
-def db(pg: PgServer) -> Iterator[str]:
-    url = pg.migrated_database()
-    yield url
-    pg.drop(url)
+def db(migrated_db: str) -> str:
+    return migrated_db
 
 
 @pytest.fixture

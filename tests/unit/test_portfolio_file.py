@@ -143,7 +143,7 @@ BAD_YAML: dict[str, tuple[str, tuple[str, ...]]] = {
     "zero-price": ("prices:\n  - {commodity: wheat, time: 2026-01-01T00:00:00Z, price: 0}\n",
                    ("prices.0.price",)),
     "price-without-time-zone": ("prices:\n  - {commodity: wheat, time: 2026-01-01T00:00:00,"
-                                " price: 5}\n", ("prices.0.time", "time zone")),
+                                " price: 5}\n", ("prices.0.time", "timezone")),
     "bad-currency": (facility(", currency: yuan"), ("facilities.0.currency",)),
     "advance-rate-above-1": (facility(", terms: {advance_rate: 1.5}"), ("advance_rate",)),
     "geofence-2-points": (lot(", geofence: [[31, 121], [32, 122]]"),
@@ -162,7 +162,7 @@ BAD_YAML: dict[str, tuple[str, tuple[str, ...]]] = {
                                   ("commodities", "listed twice", "wheat")),
     "sensor-listed-twice": (lot(", sensors: [wh-1, wh-1]"), ("lots.0.sensors", "twice")),
     "due-without-time-zone": ("receivables:\n  - {id: r1, facility: f1, debtor: d, amount: 5,"
-                              " due: 2026-12-31T00:00:00}\n", ("receivables.0.due", "time zone")),
+                              " due: 2026-12-31T00:00:00}\n", ("receivables.0.due", "timezone")),
     "due-is-a-date": ("receivables:\n  - {id: r1, facility: f1, debtor: d, amount: 5,"
                       " due: 2026-12-31}\n", ("receivables.0.due",)),
     "temp-range-reversed": ("commodities:\n  - {name: wheat, temp_c: [30, 0]}\n",

@@ -352,9 +352,9 @@ def test_price_series_rejects_bad_arguments(kwargs: dict[str, Any]) -> None:
 
 def test_price_point_rejects_naive_times_and_normalises_to_utc() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        PricePoint(datetime(2024, 1, 1), "corn", 1.0)
+        PricePoint("corn", datetime(2024, 1, 1), 1.0)
     shanghai = timezone(timedelta(hours=8))
-    point = PricePoint(datetime(2024, 1, 1, 8, tzinfo=shanghai), "corn", 1.0)
+    point = PricePoint("corn", datetime(2024, 1, 1, 8, tzinfo=shanghai), 1.0)
     assert point.time == START.replace(month=1) and point.time.tzinfo is UTC
 
 
@@ -372,7 +372,7 @@ def test_prices_csv_round_trips_through_a_file(tmp_path: Path) -> None:
 
 def test_prices_csv_accepts_offsets_and_blank_lines() -> None:
     text = "time,commodity,price,currency\n2024-03-01T08:00:00+08:00,corn,2500.5,CNY\n\n"
-    assert read_prices_csv(io.StringIO(text)) == [PricePoint(START, "corn", 2500.5, "CNY")]
+    assert read_prices_csv(io.StringIO(text)) == [PricePoint("corn", START, 2500.5, "CNY")]
 
 
 GOOD_ROW = "2024-03-01T00:00:00Z,corn,2500,CNY"
