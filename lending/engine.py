@@ -7,6 +7,8 @@ and engines can share one database:
   the ids of the devices that had new data: the facilities whose lots those devices watch;
 - ``pw_lending`` — sent by whatever changes the portfolio (prices, releases, repayments,
   receivables, sales): the facility ids named, or ``*`` for all;
+- ``pw_prices`` — sent with posted prices (the earliest time per commodity), so the engine's
+  price cache re-reads a back-filled history;
 - the passing of time (staleness, cure deadlines): every facility each ``tick_s`` seconds.
 
 A facility is recomputed under a transaction-level advisory lock, so two engines never write
@@ -15,6 +17,7 @@ the same facility's snapshot at once; the alerts' unique index keeps one open al
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -29,6 +32,8 @@ from lending.domain.quantity import TrustPolicy
 from lending.domain.rules import RulePolicy
 from lending.store import (
     LENDING_CHANNEL,
+    PRICES_CHANNEL,
+    PriceCache,
     SeriesCache,
     all_facilities,
     facilities_for_devices,
@@ -70,6 +75,7 @@ class LendingEngine:
         self.tick_s = tick_s
         self.clock = clock
         self.cache = SeriesCache()
+        self.prices = PriceCache()
         self.stats = EngineStats()
         self._conn: psycopg.Connection | None = None
 
@@ -115,7 +121,7 @@ class LendingEngine:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('pw_facility:' || id))"
                          " FROM unnest(%s::text[]) AS f(id) ORDER BY id", (ids,))
             now = self.clock()
-            loaded = load_inputs(conn, ids, now, self.cache)
+            loaded = load_inputs(conn, ids, now, self.cache, self.prices)
             for fid in ids:
                 inputs = loaded.inputs.get(fid)
                 if inputs is None:
@@ -141,6 +147,7 @@ class LendingEngine:
                 with psycopg.connect(self.database_url, autocommit=True) as listener:
                     listener.execute(f"LISTEN {INGEST_CHANNEL}")
                     listener.execute(f"LISTEN {LENDING_CHANNEL}")
+                    listener.execute(f"LISTEN {PRICES_CHANNEL}")
                     self.recompute(None)
                     if ready is not None:
                         ready.set()
@@ -164,6 +171,8 @@ class LendingEngine:
             for note in listener.notifies(timeout=wait, stop_after=1):
                 if note.channel == INGEST_CHANNEL:
                     devices.update(filter(None, note.payload.split(",")))
+                elif note.channel == PRICES_CHANNEL:
+                    self._rewind_prices(note.payload)
                 elif note.payload == "*":
                     everything = True
                 else:
@@ -175,6 +184,19 @@ class LendingEngine:
                 self.recompute(None)
             elif devices or facilities:
                 self.recompute(facilities, devices)
+
+
+    def _rewind_prices(self, payload: str) -> None:
+        try:
+            posted = {c: datetime.fromisoformat(t) for c, t in json.loads(payload).items()}
+        except (ValueError, TypeError, AttributeError):
+            log.warning("lending engine: ignoring a malformed %s payload", PRICES_CHANNEL)
+            return
+        if "*" in posted:
+            for commodity in list(self.prices.newest):
+                self.prices.rewind(commodity, posted["*"])
+        for commodity, since in posted.items():
+            self.prices.rewind(commodity, since)
 
 
 def start_engine_thread(engine: LendingEngine, stop: threading.Event,

@@ -24,6 +24,7 @@ from lending.store import (
     facilities_for_commodities,
     insert_alert,
     notify_lending,
+    notify_prices,
     terms_json,
 )
 
@@ -171,6 +172,7 @@ def insert_prices(conn: psycopg.Connection, points: Sequence[PricePoint]) -> int
             "INSERT INTO prices VALUES (%s, %s, %s, %s) ON CONFLICT (commodity, time)"
             " DO UPDATE SET price = EXCLUDED.price, currency = EXCLUDED.currency",
             [(p.commodity, p.time, p.price, p.currency) for p in points])
+    notify_prices(conn, points)
     return len(points)
 
 

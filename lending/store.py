@@ -41,11 +41,12 @@ from lending.domain.quantity import LotObservation
 
 LENDING_CHANNEL = "pw_lending"  # payload: facility ids (comma-separated) or "*" for all
 ALERTS_CHANNEL = "pw_alerts"  # payload: JSON {"id", "facility_id", "type", "status"}
+PRICES_CHANNEL = "pw_prices"  # payload: JSON {commodity: earliest time posted (ISO 8601)}
 LIMITS_CHANNEL = "pw_limits"  # payload: JSON {"facility_id", "limit", "available", "ltv"}
 
 SERIES_METRICS = ("weight_kg", "rfid_count", "door_open")
 LATEST_METRICS = ("temp_c", "humidity_pct", "lat", "lon", "tamper")
-PRICE_HISTORY = 120  # price points per commodity for the volatility estimate
+PRICE_DAYS = 120  # days of daily closes per commodity for the volatility estimate
 SALES_DAYS = 30
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_CURE_PERIOD_S = 10 * 365 * 86_400.0
@@ -217,18 +218,51 @@ def load_commodities(conn: psycopg.Connection) -> dict[str, Commodity]:
     return out
 
 
-def load_prices(conn: psycopg.Connection, commodities: Iterable[str],
-                n: int = PRICE_HISTORY) -> dict[str, list[PricePoint]]:
-    rows = conn.execute(
-        """SELECT c.name, p.time, p.price, p.currency
-             FROM unnest(%s::text[]) AS c(name)
-            CROSS JOIN LATERAL (SELECT time, price, currency FROM prices
-                                 WHERE commodity = c.name ORDER BY time DESC LIMIT %s) p
-            ORDER BY p.time""", (sorted(set(commodities)), n)).fetchall()
-    out: dict[str, list[PricePoint]] = defaultdict(list)
-    for name, time, price, currency in rows:
-        out[name].append(PricePoint(name, time, price, currency))
-    return dict(out)
+_CLOSES_SQL = """
+SELECT DISTINCT ON (c.name, date_bin('1 day', p.time, TIMESTAMPTZ '2000-01-01'))
+       c.name, p.time, p.price, p.currency
+  FROM unnest(%(names)s::text[], %(since)s::timestamptz[]) AS c(name, since)
+  JOIN prices p ON p.commodity = c.name AND p.time > c.since
+ ORDER BY c.name, date_bin('1 day', p.time, TIMESTAMPTZ '2000-01-01'), p.time DESC
+"""
+
+
+@dataclass
+class PriceCache:
+    """Each commodity's daily closes over the last ``days`` days (today's close is the latest
+    tick), fetched incrementally: a live feed's ticks are read once, not on every recompute."""
+
+    days: int = PRICE_DAYS
+    closes: dict[str, dict[int, PricePoint]] = field(default_factory=dict)
+    newest: dict[str, datetime] = field(default_factory=dict)
+
+    def refresh(self, conn: psycopg.Connection, commodities: Iterable[str], now: datetime) -> None:
+        names = sorted(set(commodities))
+        if not names:
+            return
+        horizon = now - timedelta(days=self.days)
+        since = [self.newest.get(n, horizon) for n in names]
+        for name, time, price, currency in conn.execute(
+                _CLOSES_SQL, {"names": names, "since": since}).fetchall():
+            day = int(time.timestamp() // 86_400)
+            self.closes.setdefault(name, {})[day] = PricePoint(name, time, price, currency)
+            if time > self.newest.get(name, EPOCH):
+                self.newest[name] = time
+        oldest = int(horizon.timestamp() // 86_400)
+        for days in self.closes.values():
+            for day in [d for d in days if d < oldest]:
+                del days[day]
+
+    def rewind(self, commodity: str, since: datetime) -> None:
+        """Prices were posted for ``commodity`` from ``since`` on (perhaps older than the newest
+        seen): re-read from just before then on the next refresh."""
+        if commodity in self.newest:
+            self.newest[commodity] = min(self.newest[commodity], since - timedelta(microseconds=1))
+
+    def history(self, commodity: str) -> list[PricePoint]:
+        days = self.closes.get(commodity, {})
+        return [days[d] for d in sorted(days)]
+
 
 
 def alert_from_row(row: Mapping[str, Any]) -> Alert:
@@ -287,7 +321,8 @@ class Loaded:
 
 
 def load_inputs(conn: psycopg.Connection, facility_ids: Iterable[str], now: datetime,
-                cache: SeriesCache, door_window: timedelta = timedelta(hours=2)) -> Loaded:
+                cache: SeriesCache, price_cache: PriceCache,
+                door_window: timedelta = timedelta(hours=2)) -> Loaded:
     """Everything :func:`lending.domain.assess.assess` needs for each facility, loaded in bulk."""
     ids = sorted(set(facility_ids))
     facilities = [_facility(r) for r in conn.execute(
@@ -309,7 +344,9 @@ def load_inputs(conn: psycopg.Connection, facility_ids: Iterable[str], now: date
         "SELECT device_id, online, last_seen FROM device_status WHERE device_id = ANY(%s)",
         (sorted(devices),)).fetchall()}
     commodities = load_commodities(conn)
-    prices = load_prices(conn, {lot.commodity for lot in lots})
+    held = {lot.commodity for lot in lots}
+    price_cache.refresh(conn, held, now)
+    prices = {name: price_cache.history(name) for name in held}
     releases = [ReleaseOrder(r[0], r[1], r[2], ReleaseStatus(r[3]), r[4], r[5], r[6])
                 for r in conn.execute(
                     "SELECT release_id, r.lot_id, quantity, status, requested_at, approved_at,"
@@ -435,6 +472,18 @@ def persist(conn: psycopg.Connection, assessment: Assessment) -> list[int]:
     if changed is not None:
         save_snapshot(conn, assessment.snapshot, changed.reasons)
     return apply_alert_events(conn, assessment.alert_events)
+
+
+def notify_prices(conn: psycopg.Connection, points: Sequence[PricePoint]) -> None:
+    """Tell the engines' price caches what was posted (the earliest time per commodity)."""
+    earliest: dict[str, datetime] = {}
+    for p in points:
+        if p.commodity not in earliest or p.time < earliest[p.commodity]:
+            earliest[p.commodity] = p.time
+    payload = json.dumps({c: t.isoformat() for c, t in sorted(earliest.items())})
+    if len(payload) > NOTIFY_MAX:  # too many commodities for one payload: rewind them all
+        payload = json.dumps({"*": min(earliest.values()).isoformat()})
+    conn.execute("SELECT pg_notify(%s, %s)", (PRICES_CHANNEL, payload))
 
 
 def notify_lending(conn: psycopg.Connection, facility_ids: Iterable[str] | None) -> None:

@@ -19,9 +19,10 @@ from firmware_sim.prices import PRICE_SCENARIOS, price_series
 from gateway.metrics import GatewayMetrics
 from gateway.payload import DeviceInfo
 from gateway.service import Gateway
-from lending.domain.model import PricePoint
+from lending.domain.model import PricePoint, ReleaseStatus
 from lending.engine import LendingEngine, start_engine_thread, utcnow
-from lending.service import load_portfolio, post_prices
+from lending.portfolio import PortfolioIn
+from lending.service import advance_release, load_portfolio, post_prices, request_release
 from pledgewatch.demo_portfolio import COMMODITIES, TIGHT_FACILITY, demo_portfolio
 from pledgewatch.http import create_app
 from pledgewatch.runtime import Endpoints, gateway_config, start_services
@@ -33,6 +34,7 @@ from telemetry.queries import counts, register_devices
 
 log = logging.getLogger(__name__)
 TENANT = "demo"
+RELEASE_FRACTION = 0.25  # what firmware_sim's `release` scenario takes out by default
 
 
 @dataclass
@@ -61,13 +63,30 @@ def _prepare_store(endpoints: Endpoints, options: DemoOptions) -> list[DeviceInf
         new = register_devices(conn, infos)
         before = counts(conn)
         backend = probe(conn).backend
-        loaded = load_portfolio(conn, demo_portfolio(fleet, utcnow(), TENANT), utcnow())
+        portfolio = demo_portfolio(fleet, utcnow(), TENANT)
+        loaded = load_portfolio(conn, portfolio, utcnow())
+        if options.scenario == "release":
+            _release_before_incident(conn, portfolio)
     _say(f"store: {backend} ({'embedded' if endpoints.embedded_db else 'external'}), "
          f"{len(applied)} migration(s) applied, {new} new device(s), "
          f"{before['readings']:,} readings already stored")
     _say(f"portfolio: {loaded.borrowers} borrowers (a core steelworks, its suppliers and "
          f"distributors), {loaded.facilities} facilities, {loaded.lots} pledged lots")
     return infos
+
+
+def _release_before_incident(conn: psycopg.Connection, portfolio: PortfolioIn) -> None:
+    """The `release` scenario is a legitimate redemption: every warehouse lot gets an executed
+    release order for the share of goods its device will report leaving."""
+    stamp = int(time.time())
+    for lot in portfolio.lots:
+        if lot.vehicle is None:
+            quantity = round(lot.declared_quantity * RELEASE_FRACTION)
+            release_id = f"demo-{lot.id}-{stamp}"
+            request_release(conn, release_id, lot.id, quantity, utcnow())
+            advance_release(conn, release_id, ReleaseStatus.APPROVED, utcnow())
+            advance_release(conn, release_id, ReleaseStatus.EXECUTED, utcnow())
+    _say("release orders: one executed per warehouse lot (25 % of its goods may leave)")
 
 
 class PriceFeed:
@@ -77,13 +96,18 @@ class PriceFeed:
     def __init__(self, database_url: str, scenario: str, every_s: float) -> None:
         self.database_url, self.every_s = database_url, every_s
         start = utcnow()
+        with psycopg.connect(database_url) as conn:  # continue from the stored history
+            latest: dict[str, float] = dict(conn.execute(
+                "SELECT DISTINCT ON (commodity) commodity, price FROM prices"
+                " ORDER BY commodity, time DESC").fetchall())
         self.series: dict[str, list[PricePoint]] = {}
         for i, (name, spec) in enumerate(COMMODITIES.items()):
             crash = scenario == "price-crash" and name == "steel-coil"
             # A calm market moves ~1.5 % a day: scaled to the tick, not 0.5 % every few seconds
             # (which the haircut would read as a wildly volatile commodity).
-            points = price_series(name, spec["price"], start=start, points=40, step_s=every_s,
-                                  volatility=0.015 * math.sqrt(every_s / 86_400.0), seed=100 + i,
+            points = price_series(name, float(latest.get(name, spec["price"])), start=start,
+                                  points=40, step_s=every_s, seed=100 + i,
+                                  volatility=0.015 * math.sqrt(every_s / 86_400.0),
                                   crash_at=6 if crash else None, crash_fraction=0.35)
             self.series[name] = points
         self.stop = threading.Event()

@@ -158,6 +158,10 @@ def limit_moved(old: LimitSnapshot | None, new: LimitSnapshot, *, tolerance: flo
         or len(old.lots) != len(new.lots)
 
 
+def _money(value: float | None) -> str:
+    return "none" if value is None else f"{value:,.2f}"
+
+
 def explain_change(old: LimitSnapshot, new: LimitSnapshot) -> list[str]:
     """Why the limit moved from ``old`` to ``new``: the inputs that changed, largest first."""
     changes: list[tuple[float, str]] = []
@@ -171,13 +175,13 @@ def explain_change(old: LimitSnapshot, new: LimitSnapshot) -> list[str]:
         if abs(delta) < 0.005:
             continue
         parts = []
-        if abs(lot.pledged - prev.pledged) > 1e-9:
+        if abs(lot.pledged - prev.pledged) >= 0.05:
             parts.append(f"quantity {prev.pledged:,.1f} → {lot.pledged:,.1f}")
         if lot.price != prev.price:
-            parts.append(f"price {prev.price} → {lot.price}")
-        if abs(lot.haircut - prev.haircut) > 1e-9:
+            parts.append(f"price {_money(prev.price)} → {_money(lot.price)}")
+        if abs(lot.haircut - prev.haircut) >= 0.0005:
             parts.append(f"haircut {prev.haircut:.1%} → {lot.haircut:.1%}")
-        if abs(lot.trust - prev.trust) > 1e-9:
+        if abs(lot.trust - prev.trust) >= 0.005:
             parts.append(f"trust {prev.trust:.2f} → {lot.trust:.2f}")
         changes.append((delta, f"lot {lot.lot_id}: {delta:+,.2f} ({', '.join(parts)})"))
     for lot in before.values():

@@ -21,23 +21,29 @@ class Haircut:
     observations: int
 
 
-def daily_volatility(prices: Sequence[PricePoint]) -> tuple[float, int]:
-    """Root mean square of log returns scaled to one day, and the number of returns used.
+def daily_closes(prices: Sequence[PricePoint]) -> list[PricePoint]:
+    """The last price of each UTC day, oldest first."""
+    closes: dict[int, PricePoint] = {}
+    for p in sorted(prices, key=lambda p: p.time):
+        closes[int(p.time.timestamp() // SECONDS_PER_DAY)] = p
+    return [closes[day] for day in sorted(closes)]
 
-    Returns are scaled by the square root of each interval, so ticks at any spacing give a daily
-    figure. Fewer than two prices give 0 volatility (the base haircut alone applies).
+
+def daily_volatility(prices: Sequence[PricePoint]) -> tuple[float, int]:
+    """Root mean square of the log returns between daily closes, each scaled to one day by the
+    square root of the days between them, and the number of returns used.
+
+    Intraday ticks collapse to their day's close, so a live feed's tick spacing does not change
+    the figure. Zero-mean (RiskMetrics-style): a steady fall is risk too, not a drift to subtract.
+    Fewer than two days of prices give 0 volatility (the base haircut alone applies).
     """
-    if len(prices) < 2:
+    closes = daily_closes(prices)
+    if len(closes) < 2:
         return 0.0, 0
-    ordered = sorted(prices, key=lambda p: p.time)
-    values = np.fromiter((p.price for p in ordered), dtype=float, count=len(ordered))
-    seconds = np.fromiter((p.time.timestamp() for p in ordered), dtype=float, count=len(ordered))
-    gaps_days = np.diff(seconds) / SECONDS_PER_DAY
-    keep = gaps_days > 0
-    if not keep.any():
-        return 0.0, 0
-    scaled = np.diff(np.log(values))[keep] / np.sqrt(gaps_days[keep])
-    # Zero-mean (RiskMetrics-style) RMS: a steady fall is risk too, not a drift to subtract.
+    values = np.fromiter((p.price for p in closes), dtype=float, count=len(closes))
+    days = np.fromiter((p.time.timestamp() // SECONDS_PER_DAY for p in closes), dtype=float,
+                       count=len(closes))
+    scaled = np.diff(np.log(values)) / np.sqrt(np.diff(days))
     return float(np.sqrt(np.mean(scaled * scaled))), int(scaled.size)
 
 

@@ -1,4 +1,4 @@
-"""`python -m pledgewatch portfolio|prices|facility|release|repay|alerts` against a real
+"""`python -m pledgewatch portfolio|prices|facility|release|repay|sale|alerts` against a real
 PostgreSQL, as an operator would run them. Each test gets its own database; checks are grouped
 per test because every command is a process start."""
 
@@ -139,7 +139,7 @@ def test_bad_portfolio_files_are_clear_errors(migrated_db: str, tmp_path: Path) 
     refused(pledgewatch(migrated_db, tmp_path, "portfolio", "load", str(nested)), "nested.yaml")
 
 
-def test_release_flow_and_repayments(migrated_db: str, tmp_path: Path) -> None:
+def test_release_flow_repayments_and_sales(migrated_db: str, tmp_path: Path) -> None:
     ok(pledgewatch(migrated_db, tmp_path, "portfolio", "load", str(PORTFOLIO)))
     requested = ok(pledgewatch(migrated_db, tmp_path, "release", "request", "rel-1",
                                "--lot-id", "lot-wheat-1", "--quantity", "20"))
@@ -166,6 +166,14 @@ def test_release_flow_and_repayments(migrated_db: str, tmp_path: Path) -> None:
     assert scalar(migrated_db, "SELECT outstanding FROM facilities WHERE facility_id = 'fac-grain'"
                   ) == 70_000
     assert scalar(migrated_db, "SELECT count(*) FROM repayments") == 1
+
+    sold = ok(pledgewatch(migrated_db, tmp_path, "sale", "fac-grain", "1234.5"))
+    assert "facility fac-grain: sale of 1,234.50 recorded" in sold
+    for amount in ("-1", "abc", "nan", "inf", "1e300"):
+        refused(pledgewatch(migrated_db, tmp_path, "sale", "fac-grain", "--", amount))
+    refused(pledgewatch(migrated_db, tmp_path, "sale", "fac-nope", "10"), "no facility",
+            one_line=True)
+    assert scalar(migrated_db, "SELECT count(*) FROM sales") == 1
 
 
 def test_alerts_list_ack_and_resolve(migrated_db: str, tmp_path: Path) -> None:

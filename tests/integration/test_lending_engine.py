@@ -15,7 +15,7 @@ from gateway.payload import Accepted, DeviceInfo, Reading
 from lending.domain.model import PricePoint
 from lending.engine import LendingEngine, start_engine_thread
 from lending.portfolio import PortfolioIn
-from lending.service import load_portfolio, post_prices
+from lending.service import load_portfolio, post_prices, record_sale
 from telemetry.queries import register_devices
 from telemetry.writer import Batch, write_batch
 from tests.support import PgServer, wait_until
@@ -171,3 +171,41 @@ def test_the_engine_rides_out_a_database_outage(pg: PgServer, db: str,
     store(db, [UNITS * UNIT_KG * 0.5] * 3, start_seq=200)
     assert wait_until(lambda: ("unauthorised_outbound", "open") in alerts(db), timeout=20), (
         alerts(db))
+
+
+def test_a_sales_collapse_raises_an_early_warning(db: str) -> None:
+    store(db, [UNITS * UNIT_KG] * 15)
+    now = datetime.now(UTC)
+    with psycopg.connect(db) as conn:
+        for day in range(20, 0, -1):  # three weeks of steady daily sales ...
+            record_sale(conn, "fac", 50_000.0 + 1_000.0 * (day % 5), now - timedelta(days=day))
+    engine = LendingEngine(db)
+    try:
+        engine.recompute(["fac"])
+        assert ("sales_collapse", "open") not in alerts(db)
+        with psycopg.connect(db) as conn:  # ... then today's sales collapse
+            record_sale(conn, "fac", 2_000.0, now)
+        engine.recompute(["fac"])
+        assert ("sales_collapse", "open") in alerts(db)
+        with psycopg.connect(db) as conn:
+            evidence = conn.execute("SELECT evidence FROM alerts WHERE type = 'sales_collapse'"
+                                    ).fetchone()[0]  # type: ignore[index]
+        assert evidence["robust_z"] < -3.5 and evidence["velocity"][-1] == 2_000.0
+    finally:
+        engine.close()
+
+
+def test_back_filled_prices_reach_a_running_engines_price_cache(db: str,
+                                                               running: LendingEngine) -> None:
+    store(db, [UNITS * UNIT_KG] * 15)
+    assert wait_until(lambda: (lim := latest_limit(db)) is not None and lim > 0, timeout=10)
+    before = latest_limit(db)
+    assert before is not None
+    # Prices older than the newest one the engine has seen: a wild history, filled in late.
+    now = datetime.now(UTC)
+    wild = [PricePoint("steel", now - timedelta(days=30 - d), 4000.0 * (1.3 if d % 2 else 0.7))
+            for d in range(25)]
+    with psycopg.connect(db) as conn:
+        post_prices(conn, wild)
+    assert wait_until(lambda: (latest_limit(db) or before) < before * 0.9, timeout=10), (
+        before, latest_limit(db))

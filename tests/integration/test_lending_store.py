@@ -37,6 +37,7 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 TENANT = "acme"
 TERMS = {"advance_rate": 0.6, "base_haircut": 0.1, "warning_ltv": 0.7, "liquidation_ltv": 0.85}
 WHEAT_LIQUIDATION_DAYS = 20.0
+FIRST_PRICE_TIME = NOW - timedelta(days=1)
 
 
 def portfolio_data() -> dict[str, Any]:
@@ -70,7 +71,7 @@ def portfolio_data() -> dict[str, Any]:
              "due": NOW + timedelta(days=30)},
         ],
         "prices": [
-            {"commodity": "wheat", "time": NOW - timedelta(days=1), "price": 3_000},
+            {"commodity": "wheat", "time": FIRST_PRICE_TIME, "price": 3_000},
             {"commodity": "copper", "time": NOW - timedelta(days=1), "price": 70_000},
         ],
     }
@@ -460,8 +461,10 @@ def test_a_price_fall_lowers_value_and_limit(loaded: psycopg.Connection,
     a0, a1 = before["fac-a"].snapshot, after["fac-a"].snapshot
     (lot,) = a1.lots
     assert lot.price == 2_700
-    # Two prices 23 h apart: the daily volatility raises the haircut above the base 10 %.
-    sigma = abs(math.log(2_700 / 3_000)) / math.sqrt(23 / 24)
+    # Two daily closes (the first price's day and the fall's day): the daily volatility raises
+    # the haircut above the base 10 %. Both may fall on one UTC day just after midnight.
+    days_apart = int(fall.time.timestamp() // 86_400) - int(FIRST_PRICE_TIME.timestamp() // 86_400)
+    sigma = abs(math.log(2_700 / 3_000)) / math.sqrt(days_apart) if days_apart else 0.0
     cut = min(0.6, 0.1 + 2.33 * sigma * math.sqrt(WHEAT_LIQUIDATION_DAYS))
     assert lot.haircut == pytest.approx(cut)
     assert lot.value == pytest.approx(100 * 2_700 * (1 - cut), rel=1e-3)
@@ -470,7 +473,7 @@ def test_a_price_fall_lowers_value_and_limit(loaded: psycopg.Connection,
     row = latest_snapshot_row(loaded, "fac-a")
     assert float(row["credit_limit"]) == pytest.approx(a1.limit, abs=0.01)
     assert row["inputs"]["lots"][0]["price"] == 2_700
-    assert any("price 3000.0 → 2700.0" in reason for reason in row["reasons"]), row["reasons"]
+    assert any("price 3,000.00 → 2,700.00" in reason for reason in row["reasons"]), row["reasons"]
     # fac-b holds no wheat: same limit, no new snapshot.
     assert after["fac-b"].snapshot.limit == before["fac-b"].snapshot.limit
     assert loaded.execute("SELECT count(*) FROM limit_snapshots WHERE facility_id = 'fac-b'"

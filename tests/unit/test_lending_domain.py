@@ -462,6 +462,14 @@ def test_a_steady_fall_is_volatility_too() -> None:
     assert falling == pytest.approx(0.05 + 2.33 * -math.log(0.95) * math.sqrt(10.0))
 
 
+def test_intraday_ticks_collapse_to_their_days_close() -> None:
+    daily = prices([100.0, 102.0, 99.0, 101.0])
+    # A live feed adds ticks between the closes: a jump within a day is not a daily return.
+    ticks = [PricePoint("steel", p.time - timedelta(seconds=5 * k), p.price * (1 + 0.03 * k))
+             for p in daily for k in (3, 2, 1)]
+    assert daily_volatility(daily + ticks) == pytest.approx(daily_volatility(daily))
+
+
 def test_volatility_is_scaled_to_one_day() -> None:
     history = [100.0, 102.0, 99.0, 101.0]
     daily, _ = daily_volatility(prices(history))
@@ -570,7 +578,7 @@ def test_explain_change_names_quantity_price_and_trust() -> None:
                                    line_of("d", 1.0, 10.0)], [], NOW)
     reasons = explain_change(old, new)
     assert reasons[0].startswith("lot a: -9,000.00") and "quantity 100.0 → 70.0" in reasons[0]
-    assert any(r.startswith("lot b: -600.00") and "price 100.0 → 80.0" in r for r in reasons)
+    assert any(r.startswith("lot b: -600.00") and "price 100.00 → 80.00" in r for r in reasons)
     assert any(r.startswith("lot c: -300.00") and "trust 1.00 → 0.50" in r for r in reasons)
     assert "lot d added: +6.00" in reasons
     assert not any("quantity" in r for r in reasons if r.startswith("lot b"))
