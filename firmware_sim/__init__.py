@@ -5,7 +5,9 @@ own outbox, so a broker outage or restart loses nothing: unacknowledged messages
 unchanged after a reconnect, and the server dedupes on (device id, boot, seq).
 
 - :mod:`firmware_sim.devices` - pure device models and the deterministic fleet builder
-- :mod:`firmware_sim.scenarios` - scenarios that modify readings (normal trading, ...)
+- :mod:`firmware_sim.scenarios` - scenarios that modify readings (normal trading, theft, leak,
+  tamper, swap, geofence, coldchain, release)
+- :mod:`firmware_sim.prices` - commodity price series (steady, price-crash) and their CSV form
 - :mod:`firmware_sim.payload` - the v1 payload encoder (boot counter + sequence number)
 - :mod:`firmware_sim.outbox` - per-device store of messages awaiting a PUBACK
 - :mod:`firmware_sim.boot` - the persisted per-device boot counter

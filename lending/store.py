@@ -227,10 +227,19 @@ SELECT DISTINCT ON (c.name, date_bin('1 day', p.time, TIMESTAMPTZ '2000-01-01'))
 """
 
 
+_LATEST_PRICE_SQL = """
+SELECT c.name, p.time, p.price, p.currency FROM unnest(%s::text[]) AS c(name)
+ CROSS JOIN LATERAL (SELECT time, price, currency FROM prices WHERE commodity = c.name
+                      ORDER BY time DESC LIMIT 1) p
+"""
+
+
 @dataclass
 class PriceCache:
     """Each commodity's daily closes over the last ``days`` days (today's close is the latest
-    tick), fetched incrementally: a live feed's ticks are read once, not on every recompute."""
+    tick), fetched incrementally: a live feed's ticks are read once, not on every recompute. A
+    commodity with no price in that window keeps its last price ever posted (and, with a single
+    close, only the base haircut)."""
 
     days: int = PRICE_DAYS
     closes: dict[str, dict[int, PricePoint]] = field(default_factory=dict)
@@ -242,15 +251,18 @@ class PriceCache:
             return
         horizon = now - timedelta(days=self.days)
         since = [self.newest.get(n, horizon) for n in names]
-        for name, time, price, currency in conn.execute(
-                _CLOSES_SQL, {"names": names, "since": since}).fetchall():
+        rows = conn.execute(_CLOSES_SQL, {"names": names, "since": since}).fetchall()
+        unpriced = [n for n in names if not self.closes.get(n) and n not in {r[0] for r in rows}]
+        if unpriced:  # nothing in the window: the last price ever posted still values the goods
+            rows += conn.execute(_LATEST_PRICE_SQL, (unpriced,)).fetchall()
+        for name, time, price, currency in rows:
             day = int(time.timestamp() // 86_400)
             self.closes.setdefault(name, {})[day] = PricePoint(name, time, price, currency)
             if time > self.newest.get(name, EPOCH):
                 self.newest[name] = time
         oldest = int(horizon.timestamp() // 86_400)
         for days in self.closes.values():
-            for day in [d for d in days if d < oldest]:
+            for day in [d for d in days if d < oldest and d != max(days)]:
                 del days[day]
 
     def rewind(self, commodity: str, since: datetime) -> None:
