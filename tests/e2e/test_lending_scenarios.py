@@ -24,6 +24,7 @@ from firmware_sim.devices import DeviceSpec
 from firmware_sim.fleet import run_fleet
 from firmware_sim.prices import scenario_series
 from gateway.payload import DeviceInfo
+from gateway.topics import status_topic
 from lending.domain.alerts import AlertType
 from lending.domain.model import ReleaseStatus
 from lending.engine import LendingEngine, start_engine_thread
@@ -31,7 +32,7 @@ from lending.portfolio import PortfolioIn
 from lending.service import advance_release, load_portfolio, post_prices, repay, request_release
 from telemetry.queries import register_devices
 from tests.conftest import DB_KINDS
-from tests.support import BrokerUnderTest, PgServer, Stack, running_gateway, wait_until
+from tests.support import BrokerUnderTest, PgServer, Publisher, Stack, running_gateway, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -151,6 +152,10 @@ class Run:
             self._loop.call_soon_threadsafe(self._stop_fleet.set)
         self._fleet.join(20)
         self._stop_engine.set()
+        # The device leaves a retained status on the shared broker: clear it for later tests.
+        with Publisher(self.stack.broker.target) as pub:
+            pub.client.publish(status_topic(self.stack.tenant, self.spec.device_id), b"",
+                               qos=1, retain=True).wait_for_publish(5)
 
     def limit(self) -> tuple[float, float] | None:
         """The latest (limit, available) snapshot, once every lot has reported."""
