@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg
@@ -60,7 +60,6 @@ class EngineStats:
     alerts_raised: int = 0
     failed: int = 0
     last_cycle_s: float = 0.0
-    raised_ids: list[int] = field(default_factory=list)
 
 
 class LendingEngine:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -102,8 +103,6 @@ class LotIn(_Strict):
     @field_validator("sensors")
     @classmethod
     def _sensor_ids(cls, sensors: tuple[str, ...]) -> tuple[str, ...]:
-        import re
-
         bad = [s for s in sensors if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", s)]
         if bad:
             raise ValueError(f"not a device id: {', '.join(map(repr, bad))}")

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from lending.domain.alerts import (
@@ -128,12 +129,6 @@ class SeriesCache:
 
     def get(self, device: str, metric: str) -> Sequence[tuple[datetime, float]]:
         return self.series.get((device, metric), ())
-
-    def forget(self, keep: set[str]) -> None:
-        for key in [k for k in self.series if k[0] not in keep]:
-            del self.series[key]
-        for device in [d for d in self.newest if d not in keep]:
-            del self.newest[device]
 
 
 def observe(lot: Lot, cache: SeriesCache, status: Mapping[str, tuple[bool, datetime | None]],
@@ -296,8 +291,6 @@ ALERT_COLUMNS = ("id, key, type, severity, facility_id, lot_id, status, message,
 
 def latest_alerts(conn: psycopg.Connection, facility_ids: Sequence[str]) -> dict[str, dict[str, Alert]]:
     """The newest alert of each key, per facility."""
-    from psycopg.rows import dict_row
-
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             f"SELECT DISTINCT ON (key) {ALERT_COLUMNS} FROM alerts WHERE facility_id = ANY(%s)"
@@ -329,7 +322,6 @@ def latest_snapshots(conn: psycopg.Connection, facility_ids: Sequence[str]) -> d
 @dataclass
 class Loaded:
     inputs: dict[str, FacilityInputs]
-    devices: set[str]
 
 
 def load_inputs(conn: psycopg.Connection, facility_ids: Iterable[str], now: datetime,
@@ -395,7 +387,7 @@ def load_inputs(conn: psycopg.Connection, facility_ids: Iterable[str], now: date
             latest_alerts=alerts.get(facility.id, {}),
             previous=previous.get(facility.id),
         )
-    return Loaded(out, devices)
+    return Loaded(out)
 
 
 # --- persisting ------------------------------------------------------------------------------------

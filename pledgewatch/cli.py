@@ -59,15 +59,14 @@ def migrate() -> None:
     """Apply pending database migrations (TimescaleDB features when the extension exists)."""
     import psycopg
 
-    from pledgewatch.runtime import start_services
+    from pledgewatch.runtime import start_database
     from telemetry.capability import probe
     from telemetry.migrate import apply_all
 
     settings = settings_or_exit()
     with ExitStack() as stack:
         try:
-            url = start_services(settings.model_copy(update={"mqtt_url": "mqtt://unused"}),
-                                 stack).database_url
+            url = start_database(settings, stack)
             applied = apply_all(url)
             with psycopg.connect(url) as conn:
                 caps = probe(conn)
@@ -174,12 +173,11 @@ def serve() -> None:
     import uvicorn
 
     from pledgewatch.http import create_app
-    from pledgewatch.runtime import start_services
+    from pledgewatch.runtime import start_database
 
     settings = settings_or_exit()
     with ExitStack() as stack:
-        url = start_services(settings.model_copy(update={"mqtt_url": "mqtt://unused"}),
-                             stack).database_url
+        url = start_database(settings, stack)
         uvicorn.run(create_app(url), host=settings.http_host, port=settings.http_port,
                     log_level=settings.log_level.lower())
 
@@ -198,10 +196,9 @@ def devices_add(
 
     settings = settings_or_exit()
     with ExitStack() as stack:
-        from pledgewatch.runtime import start_services
+        from pledgewatch.runtime import start_database
 
-        url = start_services(settings.model_copy(update={"mqtt_url": "mqtt://unused"}),
-                             stack).database_url
+        url = start_database(settings, stack)
         try:
             with psycopg.connect(url) as conn:
                 password = provision(conn, device_id, tenant, kind, bound_to)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import psycopg
 import typer
@@ -37,47 +37,35 @@ def _fail(message: str) -> typer.Exit:
 
 @contextmanager
 def database() -> Iterator[tuple[str, psycopg.Connection]]:
-    """The URL of and a connection to the configured (or embedded) store, migrated; clear errors
-    otherwise."""
+    """The URL of and a connection to the configured (or embedded) store, migrated; lending and
+    domain errors inside become one-line exits."""
+    from lending.domain.model import DomainError
+    from lending.portfolio import PortfolioError
+    from lending.service import LendingError
     from pledgewatch.cli import settings_or_exit
-    from pledgewatch.runtime import start_services
+    from pledgewatch.runtime import start_database
     from telemetry.migrate import NotMigratedError, require_migrated
 
     settings = settings_or_exit()
     with ExitStack() as stack:
         try:
-            url = start_services(settings.model_copy(update={"mqtt_url": "mqtt://unused"}),
-                                 stack).database_url
+            url = start_database(settings, stack)
             require_migrated(url)
             conn = stack.enter_context(psycopg.connect(url))
         except NotMigratedError as exc:
             raise _fail(str(exc)) from None
         except psycopg.OperationalError as exc:
             raise _fail(f"cannot reach the database: {str(exc).strip()}") from None
-        yield url, conn
+        try:
+            yield url, conn
+        except (LendingError, PortfolioError, DomainError) as exc:
+            raise _fail(str(exc)) from None
 
 
 def run(action: Callable[[psycopg.Connection], T]) -> T:
-    """``action`` on a database connection; domain and lending errors become clean exits."""
-    from lending.domain.model import DomainError
-    from lending.portfolio import PortfolioError
-    from lending.service import LendingError
-
-    with database() as (url, conn):
-        _URLS[id(conn)] = url
-        try:
-            return action(conn)
-        except (LendingError, PortfolioError, DomainError) as exc:
-            raise _fail(str(exc)) from None
-        finally:
-            _URLS.pop(id(conn), None)
-
-
-_URLS: dict[int, str] = {}  # the URL each open connection came from (it may hold a password)
-
-
-def _url(conn: psycopg.Connection) -> str:
-    return _URLS[id(conn)]
+    """``action`` on a connection to the store (see :func:`database`)."""
+    with database() as (_url, conn):
+        return action(conn)
 
 
 def now() -> datetime:
@@ -128,22 +116,18 @@ def facility_limit(
     from lending.engine import LendingEngine
     from lending.store import latest_snapshots
 
-    def action(conn: psycopg.Connection) -> tuple[Any, list[str]]:
-        engine = LendingEngine(_url(conn))
+    with database() as (url, conn):
+        engine = LendingEngine(url)
         try:
             results = engine.recompute([facility_id])
         finally:
             engine.close()
         if not results:
-            from lending.service import LendingError
-
-            raise LendingError(f"no facility {facility_id!r}")
+            raise _fail(f"no facility {facility_id!r}")
         row = conn.execute("SELECT reasons FROM limit_snapshots WHERE facility_id = %s"
                            " ORDER BY time DESC, id DESC LIMIT 1", (facility_id,)).fetchone()
-        return latest_snapshots(conn, [facility_id]).get(facility_id) or results[0].snapshot, (
-            row[0] if row else [])
-
-    snapshot, reasons = run(action)
+        snapshot = latest_snapshots(conn, [facility_id]).get(facility_id) or results[0].snapshot
+        reasons: list[str] = row[0] if row else []
     if as_json:
         typer.echo(json.dumps({**snapshot.inputs(), "last_change": reasons}, indent=2))
         return
@@ -259,7 +243,7 @@ def engine(
     from pledgewatch.cli import stop_on_signals
 
     with database() as (url, _conn):
-        pass
+        pass  # checks reachability and migrations; the engine opens its own connections
     stop = threading.Event()
     stop_on_signals(stop.set)
     lending = LendingEngine(url, tick_s=tick)

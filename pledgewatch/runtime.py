@@ -53,6 +53,13 @@ def start_services(settings: Settings, stack: ExitStack) -> Endpoints:
     return Endpoints(database_url, target, settings.database_url is None, settings.mqtt_url is None)
 
 
+def start_database(settings: Settings, stack: ExitStack) -> str:
+    """The configured database's URL, or the embedded one's (started unless already running);
+    for commands that need no broker."""
+    return start_services(settings.model_copy(update={"mqtt_url": "mqtt://unused"}),
+                          stack).database_url
+
+
 def running_embedded_broker(settings: Settings) -> str | None:
     """The URL of an embedded broker another pledgewatch process started and that still answers
     (a process killed with SIGKILL leaves its note behind)."""

@@ -13,7 +13,7 @@ from firmware_sim.fleet import FleetStats, run_fleet
 from gateway.mqtt import MqttTarget, parse_mqtt_url
 from gateway.payload import DeviceInfo
 from gateway.topics import SLUG
-from pledgewatch.runtime import running_embedded_broker, start_services
+from pledgewatch.runtime import running_embedded_broker, start_database
 from pledgewatch.settings import Settings
 from telemetry.queries import register_devices
 
@@ -35,9 +35,9 @@ def run_sim(settings: Settings, *, devices: int, rate: float, duration: float | 
     fleet = make_fleet(devices, tenant=tenant)
     if register:
         with ExitStack() as stack:
-            db = start_services(settings.model_copy(update={"mqtt_url": "mqtt://unused"}), stack)
+            database_url = start_database(settings, stack)
             try:
-                with psycopg.connect(db.database_url) as conn:
+                with psycopg.connect(database_url) as conn:
                     new = register_devices(conn, [DeviceInfo(s.device_id, s.tenant, s.kind)
                                                   for s in fleet])
             except psycopg.Error as exc:
