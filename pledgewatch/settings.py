@@ -12,7 +12,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import platformdirs
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -94,6 +94,15 @@ class Settings(BaseSettings):
     timescale_compress_after: str = Field("7 days", description="compress chunks older than this")
     timescale_retention: str = Field("400 days", description="drop raw readings older than this")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    jwt_secret: SecretStr | None = Field(
+        None, description="signs officers' tokens (32+ characters); unset = a random secret kept "
+        "under state_dir (development only)"
+    )
+    token_ttl_s: int = Field(3600, ge=60, le=7 * 86400, description="lifetime of an officer's token")
+    auth_cache_s: float = Field(
+        2.0, ge=0, le=300, description="how long a checked credential is trusted without a query"
+    )
+    api_pool_size: int = Field(8, ge=1, le=200, description="database connections of the API")
 
     @field_validator("database_url")
     @classmethod
@@ -121,6 +130,15 @@ class Settings(BaseSettings):
             raise ValueError(f"bad port: {exc}") from None
         return v
 
+    @field_validator("jwt_secret")
+    @classmethod
+    def _check_jwt_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or v.get_secret_value() == "":
+            return None
+        if len(v.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters (use `openssl rand -hex 32`)")
+        return v
+
     @field_validator("timescale_chunk_interval", "timescale_compress_after", "timescale_retention")
     @classmethod
     def _check_interval(cls, v: str) -> str:
@@ -137,6 +155,9 @@ class Settings(BaseSettings):
                 "production needs PLEDGEWATCH_DATABASE_URL and PLEDGEWATCH_MQTT_URL "
                 "(the embedded services are for development only)"
             )
+        if self.environment == "production" and (
+                self.jwt_secret is None or len(self.jwt_secret.get_secret_value()) < 32):
+            raise ValueError("production needs PLEDGEWATCH_JWT_SECRET of at least 32 characters")
         return self
 
 

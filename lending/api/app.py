@@ -1,0 +1,75 @@
+"""The composition root of the HTTP app: API routers under /api/v1, health, metrics, live events
+and the dashboard, over one connection pool."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from prometheus_client import CollectorRegistry
+from psycopg_pool import ConnectionPool
+
+from lending.api import problems
+from lending.api.deps import ApiConfig, PrincipalCache
+from lending.api.live import LiveHub
+from lending.api.routers import alerts, auth, events, facilities, health
+
+API_PREFIX = "/api/v1"
+DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
+
+Hook = Callable[[FastAPI], None]
+
+
+def create_app(database_url: str, config: ApiConfig, *, registry: CollectorRegistry | None = None,
+               pool_size: int = 8, live: bool = True, on_start: list[Hook] | None = None,
+               on_stop: list[Hook] | None = None) -> FastAPI:
+    pool = ConnectionPool(database_url, min_size=1, max_size=pool_size, open=False,
+                          kwargs={"autocommit": True}, name="api")
+    hub = LiveHub(database_url) if live else None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool.open()
+        if hub is not None:
+            hub.start()
+        for hook in on_start or ():
+            hook(app)
+        try:
+            yield
+        finally:
+            for hook in on_stop or ():
+                hook(app)
+            if hub is not None:
+                hub.stop()
+            pool.close()
+
+    app = FastAPI(
+        title="PledgeWatch", version="0.1.0", lifespan=lifespan,
+        description="Collateral monitoring and dynamic credit limits. Officers and admins log in "
+                    "with the OAuth2 password flow; enterprises send an `X-API-Key`. Errors are "
+                    "RFC 9457 problem details; lists paginate with `limit` and `offset`.")
+    app.state.pool = pool
+    app.state.registry = registry
+    app.state.api_config = config
+    app.state.principals = PrincipalCache(config.auth_cache_s)
+    app.state.hub = hub
+    problems.install(app)
+
+    app.include_router(health.router)
+    app.include_router(health.router, prefix=API_PREFIX, include_in_schema=False)
+    for router in (auth.router, facilities.router, alerts.router, events.router):
+        app.include_router(router, prefix=API_PREFIX)
+    _mount_dashboard(app)
+    return app
+
+
+def _mount_dashboard(app: FastAPI) -> None:
+    from lending.dashboard import mount
+
+    if mount(app, DASHBOARD_DIR):
+        @app.get("/", include_in_schema=False)
+        def root() -> RedirectResponse:
+            return RedirectResponse("/dashboard/")

@@ -1,0 +1,105 @@
+"""Credentials: Argon2 for passwords, SHA-256 for API keys, HS256 JWTs for officer sessions.
+
+API keys are high-entropy secrets (32 random bytes), so a fast hash is enough to store them and
+lets every request look its key up by hash; Argon2 is for the low-entropy secrets people choose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+API_KEY_PREFIX = "pwk_"
+ISSUER = "pledgewatch"
+ALGORITHM = "HS256"
+
+_hasher = PasswordHasher()
+# Verifying against this keeps an unknown username as slow as a wrong password.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    OFFICER = "officer"
+    ENTERPRISE = "enterprise"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a bank user (admin/officer) or an enterprise API key scoped to a borrower."""
+
+    role: Role
+    subject: str  # username, or the API key id
+    borrower_id: str | None = None  # set for enterprises: the only borrower they may see
+
+    @property
+    def is_bank(self) -> bool:
+        return self.role in (Role.ADMIN, Role.OFFICER)
+
+    @property
+    def scope(self) -> str | None:
+        """The borrower every query is limited to; None means the whole portfolio."""
+        return None if self.is_bank else self.borrower_id
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class NewApiKey:
+    key_id: str
+    secret: str  # shown once
+    sha256: bytes
+
+
+def new_api_key() -> NewApiKey:
+    key_id = secrets.token_hex(6)
+    secret = f"{API_KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    return NewApiKey(key_id, secret, api_key_digest(secret))
+
+
+def api_key_digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+
+
+def issue_token(secret: str, username: str, role: Role, ttl: timedelta,
+                now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    claims: dict[str, Any] = {"sub": username, "role": str(role), "iss": ISSUER,
+                              "iat": int(now.timestamp()), "exp": int((now + ttl).timestamp())}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+class TokenError(ValueError):
+    pass
+
+
+def read_token(secret: str, token: str) -> tuple[str, Role]:
+    """The username and role a valid token names; TokenError if it is expired, forged or malformed."""
+    try:
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], issuer=ISSUER,
+                            options={"require": ["exp", "iat", "sub", "iss"]})
+        role = Role(claims["role"])
+    except jwt.ExpiredSignatureError:
+        raise TokenError("the token has expired; log in again") from None
+    except (jwt.InvalidTokenError, KeyError, ValueError):
+        raise TokenError("the token is not valid") from None
+    if role is Role.ENTERPRISE or not isinstance(claims["sub"], str):
+        raise TokenError("the token is not valid")
+    return claims["sub"], role
