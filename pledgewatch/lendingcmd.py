@@ -262,3 +262,7 @@ def register(app: typer.Typer) -> None:
     app.command("repay")(repay)
     app.command("sale")(sale)
     app.command("engine")(engine)
+
+    from pledgewatch.accountscmd import register as register_accounts
+
+    register_accounts(app)

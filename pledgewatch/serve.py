@@ -1,4 +1,6 @@
-"""Run the HTTP server in a background thread (uvicorn), for the demo and `pledgewatch serve`."""
+"""Run the HTTP server in a background thread (uvicorn), for the demo and the tests.
+
+Open event streams never end by themselves, so a stop waits at most two seconds for them."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ class HttpServer:
             port = free_port()
         self.host, self.port = host, port
         self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port,
-                                                     log_level="warning", access_log=False))
+                                                     log_level="warning", access_log=False,
+                                                     timeout_graceful_shutdown=2))
         self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
 
     @property

@@ -84,7 +84,9 @@ class LiveHub:
                         conn.execute(f"LISTEN {channel}")
                     self.connected.set()
                     while not self._stop.is_set():
-                        for note in conn.notifies(timeout=0.5):
+                        # The generator holds the connection: drain it before querying.
+                        notes = list(conn.notifies(timeout=0.5, stop_after=1))
+                        for note in notes:
                             self._dispatch(conn, note.channel, note.payload)
             except psycopg.Error as exc:
                 self.connected.clear()

@@ -190,7 +190,7 @@ def test_production_refuses_embedded_services(
 
 def test_production_with_both_urls_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     env(monkeypatch, environment="production", database_url="postgresql://db/pw",
-        mqtt_url="mqtts://broker:8883")
+        mqtt_url="mqtts://broker:8883", jwt_secret="j" * 32)
     s = load_settings()
     assert s.environment == "production"
     assert (s.database_url, s.mqtt_url) == ("postgresql://db/pw", "mqtts://broker:8883")
@@ -228,3 +228,31 @@ def test_settings_error_is_not_a_pydantic_error(monkeypatch: pytest.MonkeyPatch)
     assert info.value.__cause__ is None
     assert info.value.__suppress_context__
     assert str(info.value).startswith("invalid configuration:")
+
+
+def test_production_refuses_a_missing_token_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = error_for(monkeypatch, environment="production", database_url="postgresql://db/pw",
+                        mqtt_url="mqtts://broker:8883")
+    assert "PLEDGEWATCH_JWT_SECRET" in message
+
+
+@pytest.mark.parametrize("secret", ["short", "x" * 31])
+def test_a_short_token_secret_is_refused(monkeypatch: pytest.MonkeyPatch, secret: str) -> None:
+    message = error_for(monkeypatch, jwt_secret=secret)
+    assert "PLEDGEWATCH_JWT_SECRET" in message and "32" in message
+    assert secret not in message.replace("PLEDGEWATCH_JWT_SECRET", "")  # never echoed back
+
+
+def test_the_token_secret_is_hidden_in_reprs(monkeypatch: pytest.MonkeyPatch) -> None:
+    env(monkeypatch, jwt_secret="k" * 40)
+    s = load_settings()
+    assert s.jwt_secret is not None and s.jwt_secret.get_secret_value() == "k" * 40
+    assert "k" * 40 not in repr(s)
+
+
+@pytest.mark.parametrize(("name", "value"), [("token_ttl_s", "59"), ("token_ttl_s", "604801"),
+                                             ("auth_cache_s", "-1"), ("auth_cache_s", "nan"),
+                                             ("api_pool_size", "0")])
+def test_api_settings_out_of_range_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str,
+                                                     value: str) -> None:
+    assert f"PLEDGEWATCH_{name.upper()}" in error_for(monkeypatch, **{name: value})
