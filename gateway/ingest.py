@@ -60,7 +60,9 @@ class Committed:
 
 
 class DeviceRegistry:
-    """Device identities, reloaded from the store when an unknown id shows up (rate-limited)."""
+    """Device identities, reloaded from the store when an unknown id shows up and on every
+    housekeeping pass (both rate-limited), so that disabling a device takes effect without a
+    restart."""
 
     def __init__(self, refresh_s: float) -> None:
         self.devices: dict[str, DeviceInfo] = {}
@@ -152,10 +154,12 @@ class Ingestor:
                 delay = min(delay * 2, 10.0)
 
     def housekeeping(self) -> None:
-        """Mark devices silent for longer than the offline timeout as offline."""
+        """Mark devices silent for longer than the offline timeout as offline, and re-read the
+        device registry so that a device disabled or re-enabled since is treated so."""
         try:
-            gone = mark_stale_offline(self._db(),
-                                      timedelta(seconds=self.config.device_offline_after_s))
+            conn = self._db()
+            self.registry.maybe_reload(conn)
+            gone = mark_stale_offline(conn, timedelta(seconds=self.config.device_offline_after_s))
         except psycopg.OperationalError:
             self.close()
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -83,3 +84,32 @@ def test_each_bad_input_class_is_kept_with_its_reason(stack: Stack) -> None:
     for _, _, reason in bad:
         expected[reason] = expected.get(reason, 0) + 1
     assert counts == expected
+
+
+def test_a_device_disabled_while_the_gateway_runs_is_refused_and_kept(stack: Stack) -> None:
+    """The registry is re-read on every housekeeping pass: no unknown device is needed to notice
+    that a known one was disabled (or enabled again)."""
+    from pledgewatch.devices import set_enabled
+
+    stack.register("wh-off")
+    topic = telemetry_topic(stack.tenant, "wh-off")
+    with running_gateway(stack, stack.gateway_config(device_offline_after_s=2)) as gw, \
+            Publisher(stack.broker.target) as pub:
+        pub.publish([(topic, telemetry(1, 1, {"weight_kg": 1.0}))])
+        assert wait_until(lambda: stack.count() == 1)
+        with stack.connect() as conn:
+            assert set_enabled(conn, "wh-off", False)
+        time.sleep(1.5)  # one housekeeping pass (every offline-timeout / 2 = 1 s)
+        pub.publish([(topic, telemetry(1, 2, {"weight_kg": 2.0}))])
+        assert wait_until(lambda: stack.count("dead_letters") >= 1), gw.totals
+        with stack.connect() as conn:
+            assert set_enabled(conn, "wh-off", True)
+        time.sleep(1.5)
+        pub.publish([(topic, telemetry(1, 3, {"weight_kg": 3.0}))])
+        assert wait_until(lambda: stack.count() == 2)
+    with stack.connect() as conn:
+        reasons = [r[0] for r in conn.execute("SELECT reason FROM dead_letters WHERE device_id ="
+                                              " 'wh-off'").fetchall()]
+        values = [r[0] for r in conn.execute("SELECT value FROM readings WHERE device_id = 'wh-off'"
+                                             " ORDER BY seq").fetchall()]
+    assert reasons == ["device_disabled"] and values == [1.0, 3.0]
