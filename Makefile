@@ -3,10 +3,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The dashboard's browser libraries (Chart.js, Leaflet) from the npm registry, reinstalled only
+# when its package-lock.json changes; the app serves their dist folders, nothing else.
+DASHBOARD := lending/dashboard
+NPM_STAMP := $(DASHBOARD)/node_modules/.installed
 
 .PHONY: install system-deps demo test test-unit test-integration lint bench clean
 
-install: $(STAMP) system-deps
+install: $(STAMP) system-deps $(NPM_STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,14 +18,31 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Debian's mosquitto runs the project's broker config in the tests and the ingest benchmark.
-system-deps:
-	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+$(NPM_STAMP): $(DASHBOARD)/package-lock.json $(DASHBOARD)/package.json | system-deps
+	@command -v npm >/dev/null 2>&1 || { \
+	  echo "error: npm is missing (sudo apt-get install npm): the dashboard needs it"; exit 1; }
+	npm ci --prefix $(DASHBOARD) --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+# apt_install(command, packages, why): Debian packages, installed when the command is missing and
+# this runs as root with apt-get; otherwise a note saying what to install.
+define apt_install
+	@command -v $(1) >/dev/null 2>&1 || test -x /usr/sbin/$(1) || test -x /usr/bin/$(1) || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing mosquitto (Debian)"; \
-	    (apt-get install -y -qq mosquitto mosquitto-clients >/dev/null 2>&1 || \
-	     (apt-get update -qq && apt-get install -y -qq mosquitto mosquitto-clients >/dev/null)); \
-	  else echo "note: install Debian's mosquitto (sudo apt-get install mosquitto) for the broker tests"; fi; }
+	    echo "installing $(2) (Debian)"; \
+	    (apt-get install -y -qq $(2) >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq $(2) >/dev/null)); \
+	  else echo "note: install Debian's $(2) (sudo apt-get install $(2)) $(3)"; fi; }
+endef
+
+# mosquitto runs the project's broker config in the tests and the ingest benchmark; chromium the
+# dashboard's browser test (Playwright drives this one; it never downloads a browser); wrk the API
+# benchmark; npm installs the dashboard's libraries.
+system-deps:
+	$(call apt_install,mosquitto,mosquitto mosquitto-clients,for the broker tests)
+	$(call apt_install,chromium,chromium,for the dashboard browser test)
+	$(call apt_install,wrk,wrk,for the API benchmark)
+	$(call apt_install,npm,npm,for the dashboard libraries)
 
 # ARGS passes options through, e.g. make demo ARGS="--scenario theft --devices 12"
 demo: install
@@ -43,4 +64,4 @@ bench: install
 	$(BIN)/pledgewatch bench alert-latency
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis $(DASHBOARD)/node_modules

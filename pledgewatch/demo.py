@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
+import secrets
 import signal
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psycopg
 
@@ -19,12 +21,20 @@ from firmware_sim.prices import PRICE_SCENARIOS, price_series
 from gateway.metrics import GatewayMetrics
 from gateway.payload import DeviceInfo
 from gateway.service import Gateway
+from lending.api import accounts
 from lending.domain.model import PricePoint, ReleaseStatus
 from lending.engine import LendingEngine, start_engine_thread, utcnow
 from lending.portfolio import PortfolioIn
-from lending.service import advance_release, load_portfolio, post_prices, request_release
+from lending.service import (
+    LendingError,
+    advance_release,
+    load_portfolio,
+    post_prices,
+    request_release,
+)
 from pledgewatch.demo_portfolio import COMMODITIES, TIGHT_FACILITY, demo_portfolio
 from pledgewatch.http import create_app
+from pledgewatch.notifier import notifier_hooks
 from pledgewatch.runtime import Endpoints, gateway_config, start_services
 from pledgewatch.serve import HttpServer
 from pledgewatch.settings import Settings
@@ -35,6 +45,12 @@ from telemetry.queries import counts, register_devices
 log = logging.getLogger(__name__)
 TENANT = "demo"
 RELEASE_FRACTION = 0.25  # what firmware_sim's `release` scenario takes out by default
+OFFICER = "officer"
+PASSWORD_ENV = "PLEDGEWATCH_DEMO_PASSWORD"
+PASSWORD_FILE = "demo_officer_password"
+# Seconds after the fleet starts when an incident scenario strikes (the simulator's default: 5 s).
+# Later gives whoever opens the dashboard time to watch the alert arrive.
+INCIDENT_ENV = "PLEDGEWATCH_DEMO_INCIDENT_AT_S"
 
 
 @dataclass
@@ -44,11 +60,25 @@ class DemoOptions:
     duration_s: float | None = None
     scenario: str = "normal"
     price_every_s: float = 5.0
+    incident_at_s: float | None = None  # None: from PLEDGEWATCH_DEMO_INCIDENT_AT_S, else the default
 
     @property
     def device_scenario(self) -> str:
         """Price scenarios move prices, not devices: the fleet then trades normally."""
         return "normal" if self.scenario in PRICE_SCENARIOS else self.scenario
+
+
+def _incident_at_s(options: DemoOptions) -> float | None:
+    if options.incident_at_s is not None:
+        return options.incident_at_s
+    raw = os.environ.get(INCIDENT_ENV, "").strip()
+    try:
+        value = float(raw) if raw else None
+    except ValueError:
+        value = None
+    if raw and (value is None or not 0 <= value <= 86_400):
+        raise SystemExit(f"{INCIDENT_ENV} must be a number of seconds in [0, 86400], got {raw!r}")
+    return value
 
 
 def _say(text: str) -> None:
@@ -87,6 +117,36 @@ def _release_before_incident(conn: psycopg.Connection, portfolio: PortfolioIn) -
             advance_release(conn, release_id, ReleaseStatus.APPROVED, utcnow())
             advance_release(conn, release_id, ReleaseStatus.EXECUTED, utcnow())
     _say("release orders: one executed per warehouse lot (25 % of its goods may leave)")
+
+
+def demo_password(settings: Settings) -> str:
+    """``PLEDGEWATCH_DEMO_PASSWORD``, or a random password made on the first run and kept (0600)
+    under the state directory, so the officer's log-in stays the same across restarts."""
+    given = os.environ.get(PASSWORD_ENV, "").strip()
+    if given:
+        return given
+    path = settings.state_dir / PASSWORD_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        password = secrets.token_urlsafe(12)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # pragma: no cover - another process won the race
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        return password
+
+
+def ensure_officer(database_url: str, password: str) -> None:
+    """The demo's loan officer, created once; its password follows ``password`` on every start."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        try:
+            accounts.create_user(conn, OFFICER, password, "officer")
+        except LendingError:
+            accounts.set_password(conn, OFFICER, password)
 
 
 class PriceFeed:
@@ -199,13 +259,20 @@ def _run_demo(settings: Settings, options: DemoOptions) -> int:
              + (f" (steel crashes; watch {TIGHT_FACILITY})" if options.scenario == "price-crash"
                 else "") + "; `pledgewatch facility limit <id>` explains a limit")
 
-        http = HttpServer(create_app(endpoints.database_url, metrics.registry),
+        password = demo_password(settings)
+        ensure_officer(endpoints.database_url, password)
+        on_start, on_stop = notifier_hooks(settings, endpoints.database_url, endpoints.mqtt)
+        http = HttpServer(create_app(endpoints.database_url, metrics.registry, settings,
+                                     on_start=on_start, on_stop=on_stop),
                           settings.http_host, settings.http_port).start()
         stack.callback(http.stop)
-        _say(f"http: {http.url}/health  {http.url}/devices/latest  {http.url}/metrics  "
-             f"{http.url}/docs")
+        _say(f"http: {http.url}/health  {http.url}/docs  {http.url}/metrics")
+        _say(f"dashboard: {http.url}/dashboard/  ({OFFICER} / {password})")
+        incident_at = _incident_at_s(options)
         _say(f"fleet: {len(fleet_infos)} devices at {options.rate_hz:g} msg/s each, "
-             f"scenario {options.scenario}")
+             f"scenario {options.scenario}"
+             + (f" (incident {incident_at:g}s in)" if incident_at is not None
+                and options.device_scenario != "normal" else ""))
         stats = asyncio.run(_fleet(settings, endpoints, options, Progress(gw, engine)))
         _say(f"fleet stopped: {stats.published:,} published, {stats.acknowledged:,} acknowledged,"
              f" {stats.pending:,} still pending")
@@ -220,8 +287,12 @@ async def _fleet(settings: Settings, endpoints: Endpoints, options: DemoOptions,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     target = endpoints.mqtt
+    fleet = make_fleet(options.devices, tenant=TENANT)
+    incident_at = _incident_at_s(options)
+    if incident_at is not None:
+        fleet = [replace(s, parameters={**s.parameters, "incident_at_s": incident_at}) for s in fleet]
     return await run_fleet(
-        make_fleet(options.devices, tenant=TENANT), host=target.host, port=target.port,
+        fleet, host=target.host, port=target.port,
         username=target.username, password=target.password, rate_hz=options.rate_hz,
         duration_s=options.duration_s, scenario=options.device_scenario,
         state_dir=settings.state_dir, protocol=target.protocol, stop=stop,

@@ -1,0 +1,185 @@
+// The officer API: log-in (token in sessionStorage), JSON calls with problem details, and the
+// server-sent-event stream read with fetch() so that the Authorization header goes along.
+
+const API = '/api/v1';
+const TOKEN_KEY = 'pledgewatch.token';
+const USER_KEY = 'pledgewatch.user';
+
+export class ApiError extends Error {
+  constructor(status, detail) {
+    super(detail || `HTTP ${status}`);
+    this.status = status;
+  }
+}
+
+export const session = {
+  get token() { return sessionStorage.getItem(TOKEN_KEY); },
+  get user() { return sessionStorage.getItem(USER_KEY); },
+  save(token, user) {
+    sessionStorage.setItem(TOKEN_KEY, token);
+    sessionStorage.setItem(USER_KEY, user);
+  },
+  clear() {
+    sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(USER_KEY);
+  },
+};
+
+// Called when the server refuses the token (expired, revoked): the app shows the log-in form.
+let onUnauthorized = () => {};
+export function whenUnauthorized(callback) { onUnauthorized = callback; }
+
+async function problem(response) {
+  try {
+    const body = await response.json();
+    if (typeof body.detail === 'string') return body.detail;
+    if (Array.isArray(body.detail)) return body.detail.map((d) => d.msg).join('; ');
+    return body.title || response.statusText;
+  } catch {
+    return response.statusText;
+  }
+}
+
+export async function login(username, password) {
+  const form = new URLSearchParams({ username, password });
+  const response = await fetch(`${API}/auth/token`, { method: 'POST', body: form });
+  if (!response.ok) throw new ApiError(response.status, await problem(response));
+  const { access_token: token } = await response.json();
+  session.save(token, username);
+  const me = await api('/auth/me');
+  if (me.role === 'enterprise') {
+    session.clear();
+    throw new ApiError(403, 'this dashboard is for bank officers');
+  }
+  return me;
+}
+
+export async function api(path, { method = 'GET', body } = {}) {
+  const headers = { Accept: 'application/json' };
+  if (session.token) headers.Authorization = `Bearer ${session.token}`;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const response = await fetch(API + path, {
+    method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (response.status === 401) {
+    session.clear();
+    onUnauthorized();
+  }
+  if (!response.ok) throw new ApiError(response.status, await problem(response));
+  return response.json();
+}
+
+// Endpoints that may not exist on every server yet (lots, releases, devices): the dashboard asks
+// the OpenAPI document once and leaves out what is missing instead of calling it.
+let paths = null;
+async function knownPaths() {
+  if (paths === null) {
+    try {
+      const response = await fetch('/openapi.json');
+      paths = response.ok ? new Set(Object.keys((await response.json()).paths || {})) : undefined;
+    } catch {
+      paths = undefined;
+    }
+  }
+  return paths;
+}
+
+/** `api(path)` if the server has the endpoint, else `null`. */
+export async function optional(path) {
+  const known = await knownPaths();
+  const bare = API + path.split('?')[0];
+  if (known && !known.has(bare)) return null;
+  try {
+    return await api(path);
+  } catch (error) {
+    if (error.status === 404 || error.status === 405) return null;
+    throw error;
+  }
+}
+
+export async function has(path) {
+  const known = await knownPaths();
+  return !known || known.has(API + path);
+}
+
+/**
+ * Reads GET /api/v1/events until stop() is called, reconnecting with back-off.
+ * onEvent(name, data) gets every `limit` and `alert` event; onState('connecting'|'live'|'offline').
+ */
+export function liveEvents({ onEvent, onState }) {
+  let controller = null;
+  let stopped = false;
+  let retry = 1000;
+
+  async function readStream() {
+    controller = new AbortController();
+    onState('connecting');
+    const response = await fetch(`${API}/events`, {
+      headers: { Authorization: `Bearer ${session.token}`, Accept: 'text/event-stream' },
+      signal: controller.signal,
+      cache: 'no-store',
+    });
+    if (response.status === 401) {
+      session.clear();
+      onUnauthorized();
+      stopped = true;
+      return;
+    }
+    if (!response.ok || !response.body) throw new ApiError(response.status, 'no event stream');
+    onState('live');
+    retry = 1000;
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value.replace(/\r\n/g, '\n');
+      let end;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        dispatch(buffer.slice(0, end));
+        buffer = buffer.slice(end + 2);
+      }
+    }
+  }
+
+  function dispatch(block) {
+    let name = 'message';
+    const data = [];
+    for (const line of block.split('\n')) {
+      if (line.startsWith(':')) continue; // comment: connected, heartbeat
+      const colon = line.indexOf(':');
+      const field = colon < 0 ? line : line.slice(0, colon);
+      const text = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+      if (field === 'event') name = text;
+      else if (field === 'data') data.push(text);
+    }
+    if (!data.length) return;
+    try {
+      onEvent(name, JSON.parse(data.join('\n')));
+    } catch (error) {
+      console.warn('live update ignored', error);
+    }
+  }
+
+  (async () => {
+    while (!stopped) {
+      try {
+        await readStream();
+      } catch (error) {
+        if (stopped) break;
+      }
+      if (stopped) break;
+      onState('offline');
+      await new Promise((resolve) => setTimeout(resolve, retry));
+      retry = Math.min(retry * 2, 15000);
+    }
+    onState('offline');
+  })();
+
+  return {
+    stop() {
+      stopped = true;
+      if (controller) controller.abort();
+    },
+  };
+}
