@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import psycopg
 from psycopg.rows import dict_row
@@ -263,16 +263,20 @@ def repay(conn: psycopg.Connection, facility_id: str, amount: float, now: dateti
     return float(row[0])
 
 
-def record_sale(conn: psycopg.Connection, facility_id: str, amount: float, at: datetime) -> None:
+def record_sale(conn: psycopg.Connection, facility_id: str, amount: float,
+                at: datetime) -> dict[str, object]:
+    """Store a sales signal (it feeds sales velocity and the sales-collapse rule); the stored row."""
     if not (0 <= amount < 1e15):
         raise LendingError(f"a sale must be an amount >= 0, got {amount!r}")
-    with conn.transaction():
-        if conn.execute("SELECT 1 FROM facilities WHERE facility_id = %s",
-                        (facility_id,)).fetchone() is None:
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "INSERT INTO sales (facility_id, time, amount) SELECT facility_id, %s, %s"
+            " FROM facilities WHERE facility_id = %s RETURNING id, facility_id, time, amount",
+            (at, amount, facility_id)).fetchone()
+        if row is None:
             raise LendingError(f"no facility {facility_id!r}")
-        conn.execute("INSERT INTO sales (facility_id, time, amount) VALUES (%s, %s, %s)",
-                     (facility_id, at, amount))
         notify_lending(conn, [facility_id])
+    return row
 
 
 def get_alert(conn: psycopg.Connection, alert_id: int) -> Alert:
@@ -320,3 +324,47 @@ def list_alerts(conn: psycopg.Connection, facility_id: str | None = None,
             {"f": facility_id, "all": include_resolved, "n": limit}).fetchall()
     return [alert_from_row(r) for r in rows]
 
+
+
+RECEIVABLE_COLUMNS = ("receivable_id, facility_id, debtor, amount, due, related_party, disputed,"
+                      " paid, verified, verified_at, verified_by, posted_by")
+
+
+def insert_receivable(conn: psycopg.Connection, receivable_id: str, facility_id: str, debtor: str,
+                      amount: float, due: datetime, related_party: bool = False,
+                      disputed: bool = False, *, verified: bool, posted_by: str,
+                      now: datetime | None = None) -> dict[str, object]:
+    """Record an invoice (a receivable) of a facility's borrower; the facility is recomputed.
+    An unverified one (posted by the enterprise) is not eligible until an officer verifies it."""
+    if not (0 <= amount < 1e15):
+        raise LendingError(f"a receivable must be an amount >= 0, got {amount!r}")
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        if cur.execute("SELECT 1 FROM facilities WHERE facility_id = %s",
+                       (facility_id,)).fetchone() is None:
+            raise LendingError(f"no facility {facility_id!r}")
+        row = cur.execute(
+            "INSERT INTO receivables (receivable_id, facility_id, debtor, amount, due,"
+            " related_party, disputed, verified, verified_at, verified_by, posted_by)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            f" ON CONFLICT DO NOTHING RETURNING {RECEIVABLE_COLUMNS}",
+            (receivable_id, facility_id, debtor, amount, due, related_party, disputed, verified,
+             (now or datetime.now(UTC)) if verified else None, posted_by if verified else None,
+             posted_by)).fetchone()
+        if row is None:
+            raise LendingError(f"receivable {receivable_id!r} already exists")
+        notify_lending(conn, [facility_id])
+    return row
+
+
+def verify_receivable(conn: psycopg.Connection, receivable_id: str, by: str,
+                      now: datetime) -> dict[str, object]:
+    """An officer has checked the invoice: it becomes eligible (if nothing else bars it)."""
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "UPDATE receivables SET verified = true, verified_at = coalesce(verified_at, %s),"
+            " verified_by = coalesce(verified_by, %s) WHERE receivable_id = %s"
+            f" RETURNING {RECEIVABLE_COLUMNS}", (now, by, receivable_id)).fetchone()
+        if row is None:
+            raise LendingError(f"no receivable {receivable_id!r}")
+        notify_lending(conn, [str(row["facility_id"])])
+    return row

@@ -357,10 +357,11 @@ def load_inputs(conn: psycopg.Connection, facility_ids: Iterable[str], now: date
                     " executed_at FROM release_orders r JOIN lots l USING (lot_id)"
                     " WHERE l.facility_id = ANY(%s) AND (executed_at IS NULL"
                     " OR executed_at > %s)", (ids, now - timedelta(days=7))).fetchall()]
-    receivables = [Receivable(r[0], r[1], r[2], float(r[3]), r[4], r[5], r[6], r[7])
+    receivables = [Receivable(r[0], r[1], r[2], float(r[3]), r[4], r[5], r[6], r[7], r[8])
                    for r in conn.execute(
                        "SELECT receivable_id, facility_id, debtor, amount, due, related_party,"
-                       " disputed, paid FROM receivables WHERE facility_id = ANY(%s) AND NOT paid",
+                       " disputed, paid, verified FROM receivables"
+                       " WHERE facility_id = ANY(%s) AND NOT paid",
                        (ids,)).fetchall()]
     sales: dict[str, list[float]] = defaultdict(list)
     for fid, _day, amount in conn.execute(

@@ -34,3 +34,17 @@ def provision(conn: psycopg.Connection, device_id: str, tenant: str, kind: str,
     except psycopg.errors.UndefinedTable:
         raise DeviceError("the database is not migrated; run `pledgewatch migrate`") from None
     return password
+
+
+def rotate(conn: psycopg.Connection, device_id: str) -> str | None:
+    """Replace the device's credential; its new password, or None if there is no such device."""
+    password = secrets.token_urlsafe(24)
+    row = conn.execute("UPDATE devices SET credentials_hash = %s WHERE device_id = %s RETURNING 1",
+                       (PasswordHasher().hash(password), device_id)).fetchone()
+    return None if row is None else password
+
+
+def set_enabled(conn: psycopg.Connection, device_id: str, enabled: bool) -> bool:
+    """Enable or disable a device (the gateway dead-letters a disabled device's messages)."""
+    return conn.execute("UPDATE devices SET enabled = %s WHERE device_id = %s RETURNING 1",
+                        (enabled, device_id)).fetchone() is not None

@@ -103,6 +103,31 @@ class Settings(BaseSettings):
         2.0, ge=0, le=300, description="how long a checked credential is trusted without a query"
     )
     api_pool_size: int = Field(8, ge=1, le=200, description="database connections of the API")
+    notifier_enabled: bool = Field(
+        True, description="run the alert notifier (signed webhooks + MQTT alert topic) in the API "
+        "process; several processes share the work"
+    )
+    webhook_max_attempts: int = Field(
+        8, ge=1, le=50, description="a webhook delivery fails after this many attempts"
+    )
+    webhook_backoff_base_s: float = Field(
+        5.0, gt=0, le=3600, description="delay before the first retry; doubles each attempt "
+        "(with jitter)"
+    )
+    webhook_backoff_max_s: float = Field(
+        3600.0, gt=0, le=86400, description="longest delay between two attempts"
+    )
+    webhook_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="a webhook receiver must answer within this"
+    )
+    alert_topic_prefix: str = Field(
+        "pw/alerts/v1", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$",
+        description="alert events are published at QoS 1 on <prefix>/<borrower_id>/<facility_id>"
+    )
+    notifier_mqtt_url: str | None = Field(
+        None, description="broker URL of the alert publisher (user pledgewatch-notifier); unset = "
+        "PLEDGEWATCH_MQTT_URL"
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -114,7 +139,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must start with postgresql:// (got {scheme or 'no'} scheme)")
         return v
 
-    @field_validator("mqtt_url")
+    @field_validator("mqtt_url", "notifier_mqtt_url")
     @classmethod
     def _check_mqtt_url(cls, v: str | None) -> str | None:
         if v is None or v == "":

@@ -8,14 +8,30 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, RedirectResponse
 from prometheus_client import CollectorRegistry
 from psycopg_pool import ConnectionPool
 
 from lending.api import problems
 from lending.api.deps import ApiConfig, PrincipalCache
 from lending.api.live import LiveHub
-from lending.api.routers import alerts, auth, events, facilities, health
+from lending.api.routers import (
+    alerts,
+    auth,
+    borrowers,
+    devices,
+    events,
+    facilities,
+    health,
+    lots,
+    prices,
+    releases,
+    sales,
+    telemetry,
+    webhooks,
+)
+from lending.dashboard import swagger_ui_available
 
 API_PREFIX = "/api/v1"
 DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
@@ -46,8 +62,10 @@ def create_app(database_url: str, config: ApiConfig, *, registry: CollectorRegis
                 hub.stop()
             pool.close()
 
+    offline_docs = swagger_ui_available(DASHBOARD_DIR)
     app = FastAPI(
         title="PledgeWatch", version="0.1.0", lifespan=lifespan,
+        docs_url=None if offline_docs else "/docs", redoc_url=None,
         description="Collateral monitoring and dynamic credit limits. Officers and admins log in "
                     "with the OAuth2 password flow; enterprises send an `X-API-Key`. Errors are "
                     "RFC 9457 problem details; lists paginate with `limit` and `offset`.")
@@ -60,10 +78,27 @@ def create_app(database_url: str, config: ApiConfig, *, registry: CollectorRegis
 
     app.include_router(health.router)
     app.include_router(health.router, prefix=API_PREFIX, include_in_schema=False)
-    for router in (auth.router, facilities.router, alerts.router, events.router):
+    for router in (auth.router, facilities.router, alerts.router, events.router, borrowers.router,
+                   lots.router, devices.router, telemetry.router, releases.router, prices.router,
+                   sales.router, webhooks.router):
         app.include_router(router, prefix=API_PREFIX)
     _mount_dashboard(app)
+    if offline_docs:
+        _offline_docs(app)
     return app
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """Swagger UI from the npm package the dashboard installs, not from a CDN."""
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="PledgeWatch API",
+            swagger_js_url="/vendor/swagger-ui-dist/swagger-ui-bundle.js",
+            swagger_css_url="/vendor/swagger-ui-dist/swagger-ui.css",
+            swagger_favicon_url="/vendor/swagger-ui-dist/favicon-32x32.png",
+            oauth2_redirect_url=None)
 
 
 def _mount_dashboard(app: FastAPI) -> None:

@@ -242,10 +242,12 @@ class Receivable:
     related_party: bool = False
     disputed: bool = False
     paid: bool = False
+    verified: bool = True  # False: posted by the borrower, not yet checked by an officer
 
     def eligible(self, now: datetime, max_days_past_due: int) -> bool:
-        """Ineligible: paid, disputed, related-party, or more than the limit past due."""
-        if self.paid or self.disputed or self.related_party or self.amount <= 0:
+        """Ineligible: paid, disputed, related-party, unverified, or more than the limit past due."""
+        if (self.paid or self.disputed or self.related_party or not self.verified
+                or self.amount <= 0):
             return False
         return now - self.due <= timedelta(days=max_days_past_due)
 

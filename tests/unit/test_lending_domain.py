@@ -278,6 +278,7 @@ def test_receivable_eligibility() -> None:
     assert not receivable(disputed=True).eligible(NOW, 90)
     assert not receivable(paid=True).eligible(NOW, 90)
     assert not receivable(amount=0.0).eligible(NOW, 90)
+    assert not receivable(verified=False).eligible(NOW, 90)  # posted by the borrower, unchecked
 
 
 def test_only_eligible_receivables_enter_the_borrowing_base() -> None:

@@ -1,0 +1,28 @@
+"""Borrowers: the bank sees all; an enterprise sees itself."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+
+from lending.api import queries
+from lending.api.deps import ConnDep, CurrentPrincipal, Page, PageDep
+from lending.api.problems import not_found, responses
+from lending.api.schemas import BorrowerPublic, Slug
+
+router = APIRouter(prefix="/borrowers", tags=["borrowers"])
+
+
+@router.get("", response_model=Page[BorrowerPublic], responses=responses(401, 422))
+def list_borrowers(conn: ConnDep, principal: CurrentPrincipal, page: PageDep) -> Page[Any]:
+    return page.page(queries.borrowers(conn, principal.scope, page.limit + 1, page.offset))
+
+
+@router.get("/{borrower_id}", response_model=BorrowerPublic, responses=responses(401, 404, 422))
+def get_borrower(conn: ConnDep, principal: CurrentPrincipal,
+                 borrower_id: Annotated[Slug, Path(description="borrower id")]) -> dict[str, Any]:
+    row = queries.borrower(conn, principal.scope, borrower_id)
+    if row is None:
+        raise not_found("borrower", borrower_id)
+    return row

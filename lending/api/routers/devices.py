@@ -1,0 +1,86 @@
+"""Devices: the sensors a caller may see (enterprises: those verifying their own lots); admins
+provision a device (its MQTT password is in that answer only), rotate its credential, disable it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from lending.api import queries
+from lending.api.deps import AdminUser, ConnDep, CurrentPrincipal, Page, PageDep
+from lending.api.problems import ApiProblem, not_found, responses
+from lending.api.schemas import (
+    DeviceCreate,
+    DeviceCredentials,
+    DeviceId,
+    DevicePublic,
+    Slug,
+)
+from pledgewatch import devices as registry
+
+router = APIRouter(prefix="/devices", tags=["devices"])
+
+DevicePath = Annotated[DeviceId, Path(description="device id (its MQTT username)")]
+
+
+@router.get("", response_model=Page[DevicePublic], responses=responses(401, 422))
+def list_devices(conn: ConnDep, principal: CurrentPrincipal, page: PageDep,
+                 lot_id: Annotated[Slug | None, Query()] = None,
+                 facility_id: Annotated[Slug | None, Query()] = None) -> Page[Any]:
+    """Devices with their status. Enterprises see the sensors bound to their own lots."""
+    return page.page(queries.devices(conn, principal.scope, page.limit + 1, page.offset,
+                                     lot_id=lot_id, facility_id=facility_id))
+
+
+def _visible(conn: ConnDep, scope: str | None, device_id: str) -> dict[str, Any]:
+    row = queries.device(conn, scope, device_id)
+    if row is None:
+        raise not_found("device", device_id)
+    return row
+
+
+@router.get("/{device_id}", response_model=DevicePublic, responses=responses(401, 404, 422))
+def get_device(conn: ConnDep, principal: CurrentPrincipal, device_id: DevicePath) -> dict[str, Any]:
+    return _visible(conn, principal.scope, device_id)
+
+
+@router.post("", response_model=DeviceCredentials, status_code=201,
+             responses=responses(401, 403, 409, 422))
+def provision_device(conn: ConnDep, _admin: AdminUser, body: DeviceCreate) -> dict[str, Any]:
+    """Register a device and issue its MQTT credential. The password is in this answer only
+    (an Argon2 hash is stored); rotate it if it is lost."""
+    try:
+        password = registry.provision(conn, body.device_id, body.tenant, body.kind, body.bound_to)
+    except registry.DeviceError as exc:
+        raise ApiProblem(409, str(exc)) from None
+    return {"device": _visible(conn, None, body.device_id), "mqtt_username": body.device_id,
+            "mqtt_password": password}
+
+
+@router.post("/{device_id}/rotate", response_model=DeviceCredentials,
+             responses=responses(401, 403, 404, 422))
+def rotate_credentials(conn: ConnDep, _admin: AdminUser, device_id: DevicePath) -> dict[str, Any]:
+    """A new MQTT password replaces the old one (shown in this answer only)."""
+    password = registry.rotate(conn, device_id)
+    if password is None:
+        raise not_found("device", device_id)
+    return {"device": _visible(conn, None, device_id), "mqtt_username": device_id,
+            "mqtt_password": password}
+
+
+@router.post("/{device_id}/disable", response_model=DevicePublic,
+             responses=responses(401, 403, 404, 422))
+def disable_device(conn: ConnDep, _admin: AdminUser, device_id: DevicePath) -> dict[str, Any]:
+    """Stop accepting the device's telemetry: the gateway dead-letters it as `device_disabled`."""
+    if not registry.set_enabled(conn, device_id, False):
+        raise not_found("device", device_id)
+    return _visible(conn, None, device_id)
+
+
+@router.post("/{device_id}/enable", response_model=DevicePublic,
+             responses=responses(401, 403, 404, 422))
+def enable_device(conn: ConnDep, _admin: AdminUser, device_id: DevicePath) -> dict[str, Any]:
+    if not registry.set_enabled(conn, device_id, True):
+        raise not_found("device", device_id)
+    return _visible(conn, None, device_id)

@@ -1,0 +1,31 @@
+"""Pledged lots and their pledge status: declared vs verified quantity, trust and why, value and
+price (from the facility's latest limit snapshot), sensor health, last position and geofence."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from lending.api import queries
+from lending.api.deps import ConnDep, CurrentPrincipal, Page, PageDep
+from lending.api.problems import not_found, responses
+from lending.api.schemas import LotPublic, Slug
+
+router = APIRouter(prefix="/lots", tags=["lots"])
+
+
+@router.get("", response_model=Page[LotPublic], responses=responses(401, 422))
+def list_lots(conn: ConnDep, principal: CurrentPrincipal, page: PageDep,
+              facility_id: Annotated[Slug | None, Query()] = None) -> Page[Any]:
+    return page.page(queries.lots(conn, principal.scope, page.limit + 1, page.offset,
+                                  facility_id=facility_id))
+
+
+@router.get("/{lot_id}", response_model=LotPublic, responses=responses(401, 404, 422))
+def get_lot(conn: ConnDep, principal: CurrentPrincipal,
+            lot_id: Annotated[Slug, Path(description="lot id")]) -> dict[str, Any]:
+    row = queries.lot(conn, principal.scope, lot_id)
+    if row is None:
+        raise not_found("lot", lot_id)
+    return row
