@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 
 from lending import service
 from lending.api import queries
-from lending.api.deps import BankUser, ConnDep, CurrentPrincipal, Page, PageDep
+from lending.api.deps import BankUser, ConnDep, CurrentPrincipal, Page, PageDep, with_conn
 from lending.api.problems import not_found, responses
 from lending.api.schemas import AlertPublic, AlertResolve, Slug
 from lending.domain.alerts import AlertType
@@ -20,8 +20,8 @@ AlertId = Annotated[int, Path(ge=1, le=2**63 - 1, description="alert id")]
 
 
 @router.get("", response_model=Page[AlertPublic], responses=responses(401, 422))
-def list_alerts(
-    conn: ConnDep, principal: CurrentPrincipal, page: PageDep,
+async def list_alerts(
+    request: Request, principal: CurrentPrincipal, page: PageDep,
     status: Annotated[Literal["open", "acknowledged", "resolved", "active"] | None,
                       Query(description="`active` = open or acknowledged")] = None,
     severity: Literal["info", "warning", "critical"] | None = None,
@@ -30,9 +30,10 @@ def list_alerts(
     lot_id: Slug | None = None,
 ) -> Page[Any]:
     """Alerts newest first. Enterprises see their own facilities' alerts."""
-    return page.page(queries.alerts(
-        conn, principal.scope, page.limit + 1, page.offset, facility_id=facility_id,
-        status=status, severity=severity, alert_type=type.value if type else None, lot_id=lot_id))
+    return page.page(await with_conn(
+        request, queries.alerts, principal.scope, page.limit + 1, page.offset,
+        facility_id=facility_id, status=status, severity=severity,
+        alert_type=type.value if type else None, lot_id=lot_id))
 
 
 def _visible(conn: ConnDep, principal: CurrentPrincipal, alert_id: int) -> dict[str, Any]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 
 from lending.api import queries
-from lending.api.deps import ConnDep, CurrentPrincipal, Page, PageDep
+from lending.api.deps import ConnDep, CurrentPrincipal, Page, PageDep, with_conn
 from lending.api.problems import not_found, responses
 from lending.api.schemas import (
     FacilityLimit,
@@ -36,11 +36,11 @@ def list_facilities(conn: ConnDep, principal: CurrentPrincipal, page: PageDep,
 @router.get("/{facility_id}", response_model=FacilityLimit, responses=responses(401, 404, 422))
 @router.get("/{facility_id}/limit", response_model=FacilityLimit,
             responses=responses(401, 404, 422))
-def facility_limit(conn: ConnDep, principal: CurrentPrincipal,
-                   facility_id: FacilityId) -> dict[str, Any]:
+async def facility_limit(request: Request, principal: CurrentPrincipal,
+                         facility_id: FacilityId) -> dict[str, Any]:
     """The current limit, available to draw, outstanding and LTV against the warning and
     liquidation lines."""
-    row = queries.facility_limit(conn, principal.scope, facility_id)
+    row = await with_conn(request, queries.facility_limit, principal.scope, facility_id)
     if row is None:
         raise not_found("facility", facility_id)
     return row
