@@ -169,17 +169,33 @@ def sim(
 
 @app.command()
 def serve() -> None:
-    """Run the HTTP server (health, latest readings per device, /metrics) until Ctrl-C."""
+    """Run the API, the dashboard, live events and the alert notifier (webhooks + MQTT) until
+    Ctrl-C."""
     import uvicorn
 
+    from gateway.mqtt import parse_mqtt_url
     from pledgewatch.http import create_app
-    from pledgewatch.runtime import start_database
+    from pledgewatch.notifier import notifier_hooks
+    from pledgewatch.runtime import running_embedded_broker, start_database
+    from telemetry.migrate import NotMigratedError, require_migrated
 
     settings = settings_or_exit()
     with ExitStack() as stack:
         url = start_database(settings, stack)
-        uvicorn.run(create_app(url), host=settings.http_host, port=settings.http_port,
-                    log_level=settings.log_level.lower())
+        try:
+            require_migrated(url)
+        except NotMigratedError as exc:
+            raise fail(str(exc)) from None
+        broker = settings.mqtt_url or running_embedded_broker(settings)
+        mqtt = None if broker is None else parse_mqtt_url(
+            broker, protocol=settings.mqtt_protocol if settings.mqtt_url else "3.1.1")
+        on_start, on_stop = notifier_hooks(settings, url, mqtt)
+        app = create_app(url, settings=settings, on_start=on_start, on_stop=on_stop)
+        typer.echo(f"api: http://{settings.http_host}:{settings.http_port}/docs  dashboard: "
+                   f"http://{settings.http_host}:{settings.http_port}/dashboard/"
+                   + ("" if mqtt else "  (no broker: alerts go to webhooks only)"), err=True)
+        uvicorn.run(app, host=settings.http_host, port=settings.http_port,
+                    log_level=settings.log_level.lower(), timeout_graceful_shutdown=2)
 
 
 @devices_app.command("add")
@@ -260,6 +276,33 @@ def bench_alert_latency(
     settings = settings_or_exit()
     raise typer.Exit(run_alert_latency_bench(settings, rate=rate, devices=devices, trials=trials,
                                              gap_s=gap, workdir=workdir))
+
+
+@bench_app.command("api")
+def bench_api(
+    facilities: Annotated[int, typer.Option(min=10, max=1_000_000,
+                                            help="borrowers/facilities loaded")] = 10_000,
+    connections: Annotated[int, typer.Option(min=1, max=1000, help="wrk connections")] = 4,
+    duration: Annotated[str, typer.Option(help="wrk duration per route and round, e.g. 10s")] = "10s",
+    threads: Annotated[int, typer.Option(min=1, max=64, help="wrk threads")] = 2,
+    repeat: Annotated[int, typer.Option(min=1, max=20, help="rounds; medians are printed")] = 1,
+    warmup: Annotated[str, typer.Option(help="wrk warm-up per route before measuring")] = "3s",
+    workdir: Annotated[Path | None, typer.Option(help="scratch dir (default: a temp dir)")] = None,
+) -> None:
+    """API requests/s and p50/p99 under wrk: limit and alerts as an enterprise vs a bare endpoint."""
+    import re
+
+    from pledgewatch.bench.api import run_api_bench
+
+    for name, value in (("--duration", duration), ("--warmup", warmup)):
+        if not re.fullmatch(r"[1-9][0-9]*[smh]?", value):
+            raise fail(f"{name} must look like 10s, 2m or 10 (seconds), got {value!r}")
+    if threads > connections:
+        raise fail("--threads must not exceed --connections (wrk needs a connection per thread)")
+    settings = settings_or_exit()
+    raise typer.Exit(run_api_bench(settings, facilities=facilities, connections=connections,
+                                   duration=duration, threads=threads, repeat=repeat,
+                                   warmup=warmup, workdir=workdir))
 
 
 def _register_lending() -> None:

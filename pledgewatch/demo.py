@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import secrets
 import signal
 import threading
@@ -35,7 +34,7 @@ from lending.service import (
 from pledgewatch.demo_portfolio import COMMODITIES, TIGHT_FACILITY, demo_portfolio
 from pledgewatch.http import create_app
 from pledgewatch.notifier import notifier_hooks
-from pledgewatch.runtime import Endpoints, gateway_config, start_services
+from pledgewatch.runtime import Endpoints, gateway_config, kept_secret, start_services
 from pledgewatch.serve import HttpServer
 from pledgewatch.settings import Settings
 from telemetry.capability import probe
@@ -46,11 +45,7 @@ log = logging.getLogger(__name__)
 TENANT = "demo"
 RELEASE_FRACTION = 0.25  # what firmware_sim's `release` scenario takes out by default
 OFFICER = "officer"
-PASSWORD_ENV = "PLEDGEWATCH_DEMO_PASSWORD"
 PASSWORD_FILE = "demo_officer_password"
-# Seconds after the fleet starts when an incident scenario strikes (the simulator's default: 5 s).
-# Later gives whoever opens the dashboard time to watch the alert arrive.
-INCIDENT_ENV = "PLEDGEWATCH_DEMO_INCIDENT_AT_S"
 
 
 @dataclass
@@ -60,7 +55,7 @@ class DemoOptions:
     duration_s: float | None = None
     scenario: str = "normal"
     price_every_s: float = 5.0
-    incident_at_s: float | None = None  # None: from PLEDGEWATCH_DEMO_INCIDENT_AT_S, else the default
+    incident_at_s: float | None = None  # None: settings.demo_incident_at_s, else the default
 
     @property
     def device_scenario(self) -> str:
@@ -68,17 +63,10 @@ class DemoOptions:
         return "normal" if self.scenario in PRICE_SCENARIOS else self.scenario
 
 
-def _incident_at_s(options: DemoOptions) -> float | None:
+def _incident_at_s(options: DemoOptions, settings: Settings) -> float | None:
     if options.incident_at_s is not None:
         return options.incident_at_s
-    raw = os.environ.get(INCIDENT_ENV, "").strip()
-    try:
-        value = float(raw) if raw else None
-    except ValueError:
-        value = None
-    if raw and (value is None or not 0 <= value <= 86_400):
-        raise SystemExit(f"{INCIDENT_ENV} must be a number of seconds in [0, 86400], got {raw!r}")
-    return value
+    return settings.demo_incident_at_s
 
 
 def _say(text: str) -> None:
@@ -122,22 +110,9 @@ def _release_before_incident(conn: psycopg.Connection, portfolio: PortfolioIn) -
 def demo_password(settings: Settings) -> str:
     """``PLEDGEWATCH_DEMO_PASSWORD``, or a random password made on the first run and kept (0600)
     under the state directory, so the officer's log-in stays the same across restarts."""
-    given = os.environ.get(PASSWORD_ENV, "").strip()
-    if given:
-        return given
-    path = settings.state_dir / PASSWORD_FILE
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        password = secrets.token_urlsafe(12)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # pragma: no cover - another process won the race
-            return path.read_text().strip()
-        with os.fdopen(fd, "w") as f:
-            f.write(password + "\n")
-        return password
+    if settings.demo_password is not None:
+        return settings.demo_password.get_secret_value()
+    return kept_secret(settings.state_dir / PASSWORD_FILE, lambda: secrets.token_urlsafe(12))
 
 
 def ensure_officer(database_url: str, password: str) -> None:
@@ -268,7 +243,7 @@ def _run_demo(settings: Settings, options: DemoOptions) -> int:
         stack.callback(http.stop)
         _say(f"http: {http.url}/health  {http.url}/docs  {http.url}/metrics")
         _say(f"dashboard: {http.url}/dashboard/  ({OFFICER} / {password})")
-        incident_at = _incident_at_s(options)
+        incident_at = _incident_at_s(options, settings)
         _say(f"fleet: {len(fleet_infos)} devices at {options.rate_hz:g} msg/s each, "
              f"scenario {options.scenario}"
              + (f" (incident {incident_at:g}s in)" if incident_at is not None
@@ -288,7 +263,7 @@ async def _fleet(settings: Settings, endpoints: Endpoints, options: DemoOptions,
         loop.add_signal_handler(sig, stop.set)
     target = endpoints.mqtt
     fleet = make_fleet(options.devices, tenant=TENANT)
-    incident_at = _incident_at_s(options)
+    incident_at = _incident_at_s(options, settings)
     if incident_at is not None:
         fleet = [replace(s, parameters={**s.parameters, "incident_at_s": incident_at}) for s in fleet]
     return await run_fleet(

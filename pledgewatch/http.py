@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 
 from fastapi import FastAPI
@@ -11,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from lending.api.app import Hook
 from lending.api.app import create_app as create_api
 from lending.api.deps import ApiConfig
+from pledgewatch.runtime import kept_secret
 from pledgewatch.settings import Settings, load_settings
 
 
@@ -19,18 +19,7 @@ def jwt_secret(settings: Settings) -> str:
     tokens survive a restart and several local processes agree."""
     if settings.jwt_secret is not None:
         return settings.jwt_secret.get_secret_value()
-    path = settings.state_dir / "jwt_secret"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        secret = secrets.token_hex(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secret)
-        return secret
-    except FileExistsError:  # pragma: no cover - another process won the race
-        return path.read_text().strip()
+    return kept_secret(settings.state_dir / "jwt_secret", lambda: secrets.token_hex(32))
 
 
 def api_config(settings: Settings) -> ApiConfig:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
@@ -58,6 +60,24 @@ def start_database(settings: Settings, stack: ExitStack) -> str:
     for commands that need no broker."""
     return start_services(settings.model_copy(update={"mqtt_url": "mqtt://unused"}),
                           stack).database_url
+
+
+def kept_secret(path: Path, make: Callable[[], str]) -> str:
+    """The secret kept in ``path``, or a new one from ``make`` written there first (mode 0600, and
+    only once when several processes race), so development secrets survive restarts."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = make()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    return secret
 
 
 def running_embedded_broker(settings: Settings) -> str | None:

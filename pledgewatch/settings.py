@@ -103,6 +103,14 @@ class Settings(BaseSettings):
         2.0, ge=0, le=300, description="how long a checked credential is trusted without a query"
     )
     api_pool_size: int = Field(8, ge=1, le=200, description="database connections of the API")
+    demo_password: SecretStr | None = Field(
+        None, description="password of the demo's `officer` (unset = one made on the first run "
+        "and kept under state_dir)"
+    )
+    demo_incident_at_s: float | None = Field(
+        None, ge=0, le=86_400, description="seconds into `pledgewatch demo` when an incident "
+        "scenario strikes (unset = 5)"
+    )
     notifier_enabled: bool = Field(
         True, description="run the alert notifier (signed webhooks + MQTT alert topic) in the API "
         "process; several processes share the work"
