@@ -1,9 +1,10 @@
 #!/bin/sh
 # Generate the secrets docker-compose.yml needs, once:
 #
-#   deploy/.env               POSTGRES_PASSWORD and GATEWAY_MQTT_PASSWORD, for
+#   deploy/.env               POSTGRES_PASSWORD, GATEWAY_MQTT_PASSWORD, NOTIFIER_MQTT_PASSWORD
+#                             (the API's alert publisher) and JWT_SECRET (officers' tokens), for
 #                             `docker compose --env-file deploy/.env ...`
-#   deploy/mosquitto/passwd   Mosquitto's password file, holding the gateway user
+#   deploy/mosquitto/passwd   Mosquitto's password file, holding the gateway and notifier users
 #                             (device users are added to it later, see deploy/README.md)
 #
 # Usage: sh deploy/make-credentials.sh [--force]
@@ -18,6 +19,7 @@
 set -eu
 
 GATEWAY_USER=pledgewatch-gateway
+NOTIFIER_USER=pledgewatch-notifier
 MOSQUITTO_IMAGE=${MOSQUITTO_IMAGE:-eclipse-mosquitto:2.0}
 
 usage() {
@@ -120,6 +122,10 @@ if [ -e "$env_file" ] && [ "$force" -eq 0 ]; then
     gateway_password=$(env_value GATEWAY_MQTT_PASSWORD)
     [ -n "$gateway_password" ] || die "$env_file has no GATEWAY_MQTT_PASSWORD; use --force"
     set_broker_password "$GATEWAY_USER" "$gateway_password"
+    notifier_password=$(env_value NOTIFIER_MQTT_PASSWORD)
+    if [ -n "$notifier_password" ]; then
+        set_broker_password "$NOTIFIER_USER" "$notifier_password"
+    fi
     echo "wrote $passwd_file from the passwords in $env_file (which is unchanged)."
     echo "Add the device users again: see deploy/README.md."
     exit 0
@@ -130,9 +136,12 @@ rotating=0
 
 postgres_password=$(random_password)
 gateway_password=$(random_password)
+notifier_password=$(random_password)
+jwt_secret=$(random_password)
 
 # The broker file first: if mosquitto_passwd is missing, nothing has been written yet.
 set_broker_password "$GATEWAY_USER" "$gateway_password"
+set_broker_password "$NOTIFIER_USER" "$notifier_password"
 
 tmp=$env_file.tmp.$$
 trap 'rm -f "$tmp"' EXIT
@@ -141,13 +150,15 @@ trap 'rm -f "$tmp"' EXIT
     echo "# Never commit this file. Use it as: docker compose --env-file deploy/.env ..."
     echo "POSTGRES_PASSWORD=$postgres_password"
     echo "GATEWAY_MQTT_PASSWORD=$gateway_password"
+    echo "NOTIFIER_MQTT_PASSWORD=$notifier_password"
+    echo "JWT_SECRET=$jwt_secret"
 } >"$tmp"
 chmod 600 "$tmp"
 mv -f "$tmp" "$env_file"
 trap - EXIT
 
 echo "wrote $env_file"
-echo "wrote $passwd_file (user $GATEWAY_USER)"
+echo "wrote $passwd_file (users $GATEWAY_USER, $NOTIFIER_USER)"
 if [ "$rotating" -eq 1 ]; then
     echo
     echo "New passwords: an existing database keeps its old one and a running broker its old file;"

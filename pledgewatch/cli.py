@@ -190,7 +190,10 @@ def serve() -> None:
         mqtt = None if broker is None else parse_mqtt_url(
             broker, protocol=settings.mqtt_protocol if settings.mqtt_url else "3.1.1")
         on_start, on_stop = notifier_hooks(settings, url, mqtt)
-        app = create_app(url, settings=settings, on_start=on_start, on_stop=on_stop)
+        try:
+            app = create_app(url, settings=settings, on_start=on_start, on_stop=on_stop)
+        except SettingsError as exc:
+            raise fail(str(exc)) from None
         typer.echo(f"api: http://{settings.http_host}:{settings.http_port}/docs  dashboard: "
                    f"http://{settings.http_host}:{settings.http_port}/dashboard/"
                    + ("" if mqtt else "  (no broker: alerts go to webhooks only)"), err=True)

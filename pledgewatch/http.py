@@ -11,7 +11,7 @@ from lending.api.app import Hook
 from lending.api.app import create_app as create_api
 from lending.api.deps import ApiConfig
 from pledgewatch.runtime import kept_secret
-from pledgewatch.settings import Settings, load_settings
+from pledgewatch.settings import Settings, SettingsError, load_settings
 
 
 def jwt_secret(settings: Settings) -> str:
@@ -19,6 +19,9 @@ def jwt_secret(settings: Settings) -> str:
     tokens survive a restart and several local processes agree."""
     if settings.jwt_secret is not None:
         return settings.jwt_secret.get_secret_value()
+    if settings.environment == "production":
+        raise SettingsError("invalid configuration:\n  PLEDGEWATCH_JWT_SECRET: production needs a "
+                            "secret of at least 32 characters to sign officers' tokens")
     return kept_secret(settings.state_dir / "jwt_secret", lambda: secrets.token_hex(32))
 
 

@@ -188,9 +188,6 @@ class Settings(BaseSettings):
                 "production needs PLEDGEWATCH_DATABASE_URL and PLEDGEWATCH_MQTT_URL "
                 "(the embedded services are for development only)"
             )
-        if self.environment == "production" and (
-                self.jwt_secret is None or len(self.jwt_secret.get_secret_value()) < 32):
-            raise ValueError("production needs PLEDGEWATCH_JWT_SECRET of at least 32 characters")
         return self
 
 

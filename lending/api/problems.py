@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from fastapi import FastAPI, Request
@@ -53,6 +53,16 @@ class ApiProblem(Exception):
 def not_found(what: str, ident: object) -> ApiProblem:
     """The same answer whether the object does not exist or belongs to someone else."""
     return ApiProblem(404, f"no {what} {ident!r}")
+
+
+T = TypeVar("T")
+
+
+def found(value: T | None, what: str, ident: object) -> T:
+    """``value``, or the 404 :func:`not_found` when the caller may not see it or it is not there."""
+    if value is None:
+        raise not_found(what, ident)
+    return value
 
 
 def problem_response(request: Request, status: int, detail: str | None,

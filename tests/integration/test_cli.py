@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from telemetry.capability import timescaledb_available
+from telemetry.migrate import MIGRATIONS_DIR
 from tests.support import PgServer
 
 pytestmark = pytest.mark.integration
@@ -51,7 +52,10 @@ def expected_storage(pg: PgServer, url: str) -> str:
 def test_migrate_applies_every_migration_once(pg: PgServer, empty_db: str, tmp_path: Path) -> None:
     first = pledgewatch(empty_db, tmp_path, "migrate")
     assert first.returncode == 0, output(first)
-    assert "applied 3 migration(s): 0001_ingestion, 0002_timescale, 0003_lending" in first.stdout
+    ids = sorted(p.stem for p in MIGRATIONS_DIR.iterdir() if p.suffix in (".sql", ".py")
+                 and p.stem[:4].isdigit())
+    assert ids[:3] == ["0001_ingestion", "0002_timescale", "0003_lending"] and len(ids) >= 6
+    assert f"applied {len(ids)} migration(s): {', '.join(ids)}" in first.stdout
     storage = f"storage: {expected_storage(pg, empty_db)}"
     assert storage in first.stdout
     assert {"devices", "readings", "dead_letters", "device_status", "facilities", "lots",

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query, Request
 from lending import service
 from lending.api import queries
 from lending.api.deps import BankUser, ConnDep, CurrentPrincipal, Page, PageDep, with_conn
-from lending.api.problems import not_found, responses
+from lending.api.problems import found, responses
 from lending.api.schemas import AlertPublic, AlertResolve, Slug
 from lending.domain.alerts import AlertType
 
@@ -37,10 +37,7 @@ async def list_alerts(
 
 
 def _visible(conn: ConnDep, principal: CurrentPrincipal, alert_id: int) -> dict[str, Any]:
-    row = queries.alert(conn, principal.scope, alert_id)
-    if row is None:
-        raise not_found("alert", alert_id)
-    return row
+    return found(queries.alert(conn, principal.scope, alert_id), "alert", alert_id)
 
 
 @router.get("/{alert_id}", response_model=AlertPublic, responses=responses(401, 404, 422))

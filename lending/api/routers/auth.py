@@ -18,7 +18,7 @@ from lending.api.deps import (
     PageDep,
     PrincipalCache,
 )
-from lending.api.problems import ApiProblem, not_found, responses
+from lending.api.problems import ApiProblem, found, responses
 from lending.api.schemas import (
     ApiKeyCreate,
     ApiKeyIssued,
@@ -78,9 +78,8 @@ def update_user(request: Request, conn: ConnDep, admin: AdminUser, username: Use
                 body: UserUpdate) -> dict[str, Any]:
     if username == admin.subject and body.disabled:
         raise ApiProblem(409, "an admin cannot disable their own account")
-    row = accounts.update_user(conn, username, body.disabled, body.password)
-    if row is None:
-        raise not_found("user", username)
+    row = found(accounts.update_user(conn, username, body.disabled, body.password), "user",
+                username)
     _forget_credentials(request)
     return row
 
@@ -104,8 +103,6 @@ def list_api_keys(conn: ConnDep, _admin: AdminUser, page: PageDep,
 def revoke_api_key(request: Request, conn: ConnDep, _admin: AdminUser,
                    key_id: Slug) -> dict[str, Any]:
     """Revoke a key; requests with it are refused from now on."""
-    row = accounts.revoke_api_key(conn, key_id, datetime.now(UTC))
-    if row is None:
-        raise not_found("API key", key_id)
+    row = found(accounts.revoke_api_key(conn, key_id, datetime.now(UTC)), "API key", key_id)
     _forget_credentials(request)
     return row

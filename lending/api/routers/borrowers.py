@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path
 
 from lending.api import queries
 from lending.api.deps import ConnDep, CurrentPrincipal, Page, PageDep
-from lending.api.problems import not_found, responses
+from lending.api.problems import found, responses
 from lending.api.schemas import BorrowerPublic, Slug
 
 router = APIRouter(prefix="/borrowers", tags=["borrowers"])
@@ -22,7 +22,4 @@ def list_borrowers(conn: ConnDep, principal: CurrentPrincipal, page: PageDep) ->
 @router.get("/{borrower_id}", response_model=BorrowerPublic, responses=responses(401, 404, 422))
 def get_borrower(conn: ConnDep, principal: CurrentPrincipal,
                  borrower_id: Annotated[Slug, Path(description="borrower id")]) -> dict[str, Any]:
-    row = queries.borrower(conn, principal.scope, borrower_id)
-    if row is None:
-        raise not_found("borrower", borrower_id)
-    return row
+    return found(queries.borrower(conn, principal.scope, borrower_id), "borrower", borrower_id)

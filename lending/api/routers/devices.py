@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query
 
 from lending.api import queries
 from lending.api.deps import AdminUser, ConnDep, CurrentPrincipal, Page, PageDep
-from lending.api.problems import ApiProblem, not_found, responses
+from lending.api.problems import ApiProblem, found, not_found, responses
 from lending.api.schemas import (
     DeviceCreate,
     DeviceCredentials,
@@ -34,10 +34,7 @@ def list_devices(conn: ConnDep, principal: CurrentPrincipal, page: PageDep,
 
 
 def _visible(conn: ConnDep, scope: str | None, device_id: str) -> dict[str, Any]:
-    row = queries.device(conn, scope, device_id)
-    if row is None:
-        raise not_found("device", device_id)
-    return row
+    return found(queries.device(conn, scope, device_id), "device", device_id)
 
 
 @router.get("/{device_id}", response_model=DevicePublic, responses=responses(401, 404, 422))

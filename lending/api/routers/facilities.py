@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query, Request
 
 from lending.api import queries
 from lending.api.deps import ConnDep, CurrentPrincipal, Page, PageDep, with_conn
-from lending.api.problems import not_found, responses
+from lending.api.problems import found, not_found, responses
 from lending.api.schemas import (
     FacilityLimit,
     FacilitySummary,
@@ -41,9 +41,7 @@ async def facility_limit(request: Request, principal: CurrentPrincipal,
     """The current limit, available to draw, outstanding and LTV against the warning and
     liquidation lines."""
     row = await with_conn(request, queries.facility_limit, principal.scope, facility_id)
-    if row is None:
-        raise not_found("facility", facility_id)
-    return row
+    return found(row, "facility", facility_id)
 
 
 @router.get("/{facility_id}/limits", response_model=Page[LimitPoint],
@@ -62,9 +60,8 @@ def limit_history(conn: ConnDep, principal: CurrentPrincipal, facility_id: Facil
 def explain_snapshot(conn: ConnDep, principal: CurrentPrincipal, facility_id: FacilityId,
                      snapshot_id: Annotated[int, Path(ge=1, le=2**63 - 1)]) -> dict[str, Any]:
     """Why the limit was what it was: every input, the formula and what moved since before."""
-    row = queries.snapshot(conn, principal.scope, facility_id, snapshot_id)
-    if row is None:
-        raise not_found("snapshot", snapshot_id)
+    row = found(queries.snapshot(conn, principal.scope, facility_id, snapshot_id), "snapshot",
+                snapshot_id)
     snap = snapshot_from_inputs(row["inputs"])
     previous = conn.execute(
         "SELECT inputs FROM limit_snapshots WHERE facility_id = %s AND (time, id) < (%s, %s)"

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query
 
 from lending.api import queries
 from lending.api.deps import ConnDep, CurrentPrincipal, Page, PageDep
-from lending.api.problems import not_found, responses
+from lending.api.problems import found, responses
 from lending.api.schemas import LotPublic, Slug
 
 router = APIRouter(prefix="/lots", tags=["lots"])
@@ -25,7 +25,4 @@ def list_lots(conn: ConnDep, principal: CurrentPrincipal, page: PageDep,
 @router.get("/{lot_id}", response_model=LotPublic, responses=responses(401, 404, 422))
 def get_lot(conn: ConnDep, principal: CurrentPrincipal,
             lot_id: Annotated[Slug, Path(description="lot id")]) -> dict[str, Any]:
-    row = queries.lot(conn, principal.scope, lot_id)
-    if row is None:
-        raise not_found("lot", lot_id)
-    return row
+    return found(queries.lot(conn, principal.scope, lot_id), "lot", lot_id)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Path, Query
 from lending import service
 from lending.api import queries
 from lending.api.deps import BankUser, ConnDep, CurrentPrincipal, Page, PageDep
-from lending.api.problems import not_found, responses
+from lending.api.problems import found, not_found, responses
 from lending.api.schemas import ReleaseCreate, ReleasePublic, ReleaseState, Slug
 from lending.domain.model import ReleaseStatus
 
@@ -33,10 +33,7 @@ def list_releases(conn: ConnDep, principal: CurrentPrincipal, page: PageDep,
 
 
 def _visible(conn: ConnDep, scope: str | None, release_id: str) -> dict[str, Any]:
-    row = queries.release(conn, scope, release_id)
-    if row is None:
-        raise not_found("release order", release_id)
-    return row
+    return found(queries.release(conn, scope, release_id), "release order", release_id)
 
 
 @router.get("/{release_id}", response_model=ReleasePublic, responses=responses(401, 404, 422))

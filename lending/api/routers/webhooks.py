@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path
 
 from lending import notify
 from lending.api.deps import BankUser, ConnDep, Page, PageDep
-from lending.api.problems import ApiProblem, not_found, responses
+from lending.api.problems import ApiProblem, found, responses
 from lending.api.schemas import (
     Slug,
     WebhookCreate,
@@ -48,10 +48,7 @@ def list_webhooks(conn: ConnDep, _officer: BankUser, page: PageDep, active: bool
 
 
 def _webhook(conn: ConnDep, webhook_id: int) -> dict[str, Any]:
-    row = notify.webhook(conn, webhook_id)
-    if row is None:
-        raise not_found("webhook", webhook_id)
-    return row
+    return found(notify.webhook(conn, webhook_id), "webhook", webhook_id)
 
 
 @router.get("/{webhook_id}", response_model=WebhookPublic, responses=responses(401, 403, 404, 422))
@@ -63,10 +60,7 @@ def get_webhook(conn: ConnDep, _officer: BankUser, webhook_id: WebhookId) -> dic
                responses=responses(401, 403, 404, 422))
 def deactivate_webhook(conn: ConnDep, _officer: BankUser, webhook_id: WebhookId) -> dict[str, Any]:
     """Deactivate: nothing more is sent, pending deliveries are cancelled, the log is kept."""
-    row = notify.deactivate_webhook(conn, webhook_id)
-    if row is None:
-        raise not_found("webhook", webhook_id)
-    return row
+    return found(notify.deactivate_webhook(conn, webhook_id), "webhook", webhook_id)
 
 
 @router.get("/{webhook_id}/deliveries", response_model=Page[WebhookDeliveryPublic],
