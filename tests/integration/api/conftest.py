@@ -24,7 +24,8 @@ from lending.store import insert_alert
 from pledgewatch.http import create_app
 from pledgewatch.settings import Settings
 from telemetry.queries import register_devices
-from tests.support import BrokerUnderTest
+from tests.conftest import DB_KINDS
+from tests.support import BrokerUnderTest, PgServer
 
 PORTFOLIO = Path(__file__).parents[2] / "data" / "portfolio.yaml"
 JWT_SECRET = "test-secret-" + "x" * 40
@@ -34,6 +35,13 @@ A, B = "sup-grain", "sup-metal"
 FAC = {A: "fac-grain", B: "fac-metal"}
 LOT = {A: "lot-wheat-1", B: "lot-copper-1"}
 DEVICE = {A: "wh-t-0001", B: "trk-t-0001"}
+
+
+@pytest.fixture
+def pg(pg_servers: dict[str, PgServer]) -> PgServer:
+    """The API's SQL runs on one server per run: the configured one when the environment names it
+    (CI: the machine's PostgreSQL 15, the oldest supported), else the embedded default."""
+    return pg_servers[DB_KINDS[-1]]
 
 
 @pytest.fixture
