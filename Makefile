@@ -62,6 +62,7 @@ bench: install
 	$(BIN)/pledgewatch bench ingest --messages 100000
 	$(BIN)/pledgewatch bench revalue --lots 1000000
 	$(BIN)/pledgewatch bench alert-latency
+	$(BIN)/pledgewatch bench api --repeat 3
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis $(DASHBOARD)/node_modules
