@@ -66,18 +66,21 @@ def rotate_credentials(conn: ConnDep, _admin: AdminUser, device_id: DevicePath) 
             "mqtt_password": password}
 
 
+def _set_enabled(conn: ConnDep, device_id: str, enabled: bool) -> dict[str, Any]:
+    if not registry.set_enabled(conn, device_id, enabled):
+        raise not_found("device", device_id)
+    return _visible(conn, None, device_id)
+
+
 @router.post("/{device_id}/disable", response_model=DevicePublic,
              responses=responses(401, 403, 404, 422))
 def disable_device(conn: ConnDep, _admin: AdminUser, device_id: DevicePath) -> dict[str, Any]:
     """Stop accepting the device's telemetry: the gateway dead-letters it as `device_disabled`."""
-    if not registry.set_enabled(conn, device_id, False):
-        raise not_found("device", device_id)
-    return _visible(conn, None, device_id)
+    return _set_enabled(conn, device_id, False)
 
 
 @router.post("/{device_id}/enable", response_model=DevicePublic,
              responses=responses(401, 403, 404, 422))
 def enable_device(conn: ConnDep, _admin: AdminUser, device_id: DevicePath) -> dict[str, Any]:
-    if not registry.set_enabled(conn, device_id, True):
-        raise not_found("device", device_id)
-    return _visible(conn, None, device_id)
+    """Accept the device's telemetry again."""
+    return _set_enabled(conn, device_id, True)
