@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # The dashboard's browser libraries (Chart.js, Leaflet) from the npm registry, reinstalled only
 # when its package-lock.json changes; the app serves their dist folders, nothing else.
-DASHBOARD := lending/dashboard
+DASHBOARD := api/dashboard
 NPM_STAMP := $(DASHBOARD)/node_modules/.installed
 
 .PHONY: install system-deps demo test test-unit test-integration lint bench clean

@@ -26,11 +26,11 @@ from pathlib import Path
 import aiomqtt
 
 from firmware_sim.boot import BootStore
-from firmware_sim.devices import DeviceSpec, build_model
+from firmware_sim.device_models import DeviceSpec, build_model
+from firmware_sim.messages import OFFLINE_PAYLOAD, Sequencer, online_payload
 from firmware_sim.outbox import Outbox, OutboxMessage
-from firmware_sim.payload import OFFLINE_PAYLOAD, Sequencer, online_payload
 from firmware_sim.scenarios import make_scenario
-from gateway.topics import status_topic, telemetry_topic
+from telemetry.contract.topics import status_topic, telemetry_topic
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ Parameters come from ``DeviceSpec.parameters`` (defaults in brackets):
 - ``incident_at_s`` [5.0]: simulated seconds after start when the incident begins (all but
   ``normal``); ``t_s`` as passed to :meth:`Scenario.apply` is compared with it.
 - ``units`` [800], ``unit_weight_kg`` [25.0]: the lot's true units and unit weight, the same
-  keys and defaults as :class:`firmware_sim.devices.Warehouse`.
+  keys and defaults as :class:`firmware_sim.device_models.Warehouse`.
 - ``theft_fraction`` [0.3], ``theft_duration_s`` [3.0]
 - ``release_fraction`` [0.25], ``release_duration_s`` [3.0]
 - ``leak_rate_per_s`` [0.01], ``leak_max_fraction`` [0.4]
@@ -65,7 +65,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from firmware_sim.devices import DeviceKind, DeviceSpec, Readings, clip
+from firmware_sim.device_models import DeviceKind, DeviceSpec, Readings, clip
 
 WAREHOUSE: frozenset[DeviceKind] = frozenset({"warehouse"})
 VEHICLE: frozenset[DeviceKind] = frozenset({"vehicle"})

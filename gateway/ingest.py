@@ -1,5 +1,5 @@
 """The database side of the gateway: decode a batch of raw messages and commit it, retrying until
-the store takes it. Runs inline or in a writer process of its own (:mod:`gateway.writer`)."""
+the store takes it. Runs inline or in a writer process of its own (:mod:`gateway.writer_process`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from gateway.payload import (
+from telemetry.contract.payload import (
     Accepted,
     DeviceInfo,
     Limits,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from gateway.payload import Reason
+from telemetry.contract.payload import Reason
 
 
 class GatewayMetrics:

@@ -1,4 +1,4 @@
-from pledgewatch.cli import main
+from pledgewatch.cli.main import main
 
 if __name__ == "__main__":
     main()

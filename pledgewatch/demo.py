@@ -14,31 +14,37 @@ from dataclasses import dataclass, replace
 
 import psycopg
 
-from firmware_sim.devices import make_fleet
+from api import accounts
+from firmware_sim.device_models import make_fleet
 from firmware_sim.fleet import FleetStats, run_fleet
-from firmware_sim.prices import PRICE_SCENARIOS, price_series
+from firmware_sim.market import PRICE_SCENARIOS, price_series
+from gateway.consumer import Gateway
 from gateway.metrics import GatewayMetrics
-from gateway.payload import DeviceInfo
-from gateway.service import Gateway
-from lending.api import accounts
 from lending.domain.model import PricePoint, ReleaseStatus
 from lending.engine import LendingEngine, start_engine_thread, utcnow
-from lending.portfolio import PortfolioIn
-from lending.service import (
+from lending.operations import (
     LendingError,
     advance_release,
     load_portfolio,
     post_prices,
     request_release,
 )
+from lending.portfolio_file import PortfolioIn
 from pledgewatch.demo_portfolio import COMMODITIES, TIGHT_FACILITY, demo_portfolio
 from pledgewatch.http import create_app
-from pledgewatch.notifier import notifier_hooks
-from pledgewatch.runtime import Endpoints, gateway_config, kept_secret, start_services
+from pledgewatch.notifier_hooks import notifier_hooks
+from pledgewatch.runtime import (
+    Endpoints,
+    gateway_config,
+    kept_secret,
+    start_services,
+    time_series_options,
+)
 from pledgewatch.serve import HttpServer
 from pledgewatch.settings import Settings
-from telemetry.capability import probe
-from telemetry.migrate import apply_all
+from schema.migrate import apply_all
+from schema.timescale import probe
+from telemetry.contract.payload import DeviceInfo
 from telemetry.queries import counts, register_devices
 
 log = logging.getLogger(__name__)
@@ -73,8 +79,9 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def _prepare_store(endpoints: Endpoints, options: DemoOptions) -> list[DeviceInfo]:
-    applied = apply_all(endpoints.database_url)
+def _prepare_store(endpoints: Endpoints, options: DemoOptions,
+                   settings: Settings) -> list[DeviceInfo]:
+    applied = apply_all(endpoints.database_url, time_series_options(settings))
     fleet = make_fleet(options.devices, tenant=TENANT)
     infos = [DeviceInfo(s.device_id, s.tenant, s.kind) for s in fleet]
     with psycopg.connect(endpoints.database_url) as conn:
@@ -211,7 +218,7 @@ def _run_demo(settings: Settings, options: DemoOptions) -> int:
         _say("starting PledgeWatch demo (Ctrl-C stops everything cleanly)")
         endpoints = start_services(settings, stack)
         _say(f"broker: {endpoints.mqtt.url} ({'embedded' if endpoints.embedded_broker else 'external'})")
-        fleet_infos = _prepare_store(endpoints, options)
+        fleet_infos = _prepare_store(endpoints, options, settings)
 
         metrics = GatewayMetrics()
         gw = Gateway(endpoints.database_url, endpoints.mqtt, gateway_config(settings), metrics)

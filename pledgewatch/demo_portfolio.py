@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from firmware_sim.devices import DeviceSpec
-from firmware_sim.prices import scenario_series
-from lending.portfolio import PortfolioIn
+from firmware_sim.device_models import DeviceSpec
+from firmware_sim.market import scenario_series
+from lending.portfolio_file import PortfolioIn
 
 COMMODITIES: dict[str, dict[str, Any]] = {
     "steel-coil": {"unit": "t", "unit_kg": 1000.0, "liquidation_days": 15, "humidity_pct": (0, 90),

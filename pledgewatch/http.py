@@ -1,4 +1,4 @@
-"""The HTTP app of a process, configured from :class:`Settings`: see :mod:`lending.api.app`."""
+"""The HTTP app of a process, configured from :class:`Settings`: see :mod:`api.app`."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import secrets
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from lending.api.app import Hook
-from lending.api.app import create_app as create_api
-from lending.api.deps import ApiConfig
+from api.app import Hook
+from api.app import create_app as create_api
+from api.deps import ApiConfig
 from pledgewatch.runtime import kept_secret
 from pledgewatch.settings import Settings, SettingsError, load_settings
 

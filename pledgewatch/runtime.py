@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from gateway.consumer import GatewayConfig
 from gateway.mqtt import MqttTarget, parse_mqtt_url
-from gateway.payload import Limits
-from gateway.service import GatewayConfig
 from pledgewatch.embedded import EmbeddedBroker, EmbeddedPostgres
 from pledgewatch.net import port_open
 from pledgewatch.settings import Settings
+from schema.timescale import TimeSeriesOptions
+from telemetry.contract.payload import Limits
 
 log = logging.getLogger(__name__)
 
@@ -108,3 +109,11 @@ def gateway_config(settings: Settings) -> GatewayConfig:
         device_offline_after_s=settings.device_offline_after_s,
         writer_process=settings.writer_process,
     )
+
+
+def time_series_options(settings: Settings) -> TimeSeriesOptions:
+    """The ``PLEDGEWATCH_TIMESCALE_*`` settings as migration 0002 takes them."""
+    return TimeSeriesOptions(use_timescaledb=settings.use_timescaledb,
+                             chunk_interval=settings.timescale_chunk_interval,
+                             compress_after=settings.timescale_compress_after,
+                             retention=settings.timescale_retention)

@@ -7,6 +7,7 @@ must be set explicitly.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -175,8 +176,6 @@ class Settings(BaseSettings):
     @field_validator("timescale_chunk_interval", "timescale_compress_after", "timescale_retention")
     @classmethod
     def _check_interval(cls, v: str) -> str:
-        import re
-
         if not re.fullmatch(r"\d{1,6} (second|minute|hour|day|week|month|year)s?", v.strip()):
             raise ValueError("must look like '1 day' or '12 hours'")
         return v.strip()

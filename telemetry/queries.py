@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import class_row
 
-from gateway.catalogue import CATALOGUE
-from gateway.payload import DeviceInfo
+from telemetry.contract.catalogue import CATALOGUE
+from telemetry.contract.payload import DeviceInfo
 
 
 @dataclass(frozen=True, slots=True)

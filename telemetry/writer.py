@@ -12,7 +12,7 @@ from datetime import datetime
 
 import psycopg
 
-from gateway.payload import Accepted, StatusChange
+from telemetry.contract.payload import Accepted, StatusChange
 
 _STAGE = """
 CREATE TEMPORARY TABLE IF NOT EXISTS readings_stage (

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
+from gateway.consumer import Gateway, GatewayConfig
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import (
     MqttTarget,
@@ -29,11 +30,10 @@ from gateway.mqtt import (
     parse_mqtt_url,
     publish_qos1,
 )
-from gateway.payload import DeviceInfo
-from gateway.service import Gateway, GatewayConfig
-from gateway.topics import telemetry_topic
 from pledgewatch.embedded import EmbeddedPostgres
-from telemetry.migrate import apply_all
+from schema.migrate import apply_all
+from telemetry.contract.payload import DeviceInfo
+from telemetry.contract.topics import telemetry_topic
 from telemetry.queries import register_devices
 
 

@@ -28,7 +28,7 @@ GATEWAY_STOPPED = re.compile(r"gateway stopped: .*'stored': (?P<stored>\d+)")
 PORTFOLIO = re.compile(r"^portfolio: (?P<borrowers>\d+) borrowers .*, (?P<facilities>\d+) facilities, "
                        r"(?P<lots>\d+) pledged lots$")
 LENDING = re.compile(r"lending: (?P<changes>[\d,]+) limit changes, (?P<alerts>[\d,]+) alerts raised")
-MIGRATIONS = Path(__file__).resolve().parents[2] / "telemetry" / "migrations"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "schema" / "migrations"
 MIGRATION_COUNT = sum(1 for p in MIGRATIONS.iterdir()
                       if p.name[:1].isdigit() and p.suffix in (".sql", ".py")
                       and not p.name.endswith(".rollback.sql"))

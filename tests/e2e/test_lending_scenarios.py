@@ -20,16 +20,16 @@ from typing import Any
 import psycopg
 import pytest
 
-from firmware_sim.devices import DeviceSpec
+from firmware_sim.device_models import DeviceSpec
 from firmware_sim.fleet import run_fleet
-from firmware_sim.prices import scenario_series
-from gateway.payload import DeviceInfo
-from gateway.topics import status_topic
+from firmware_sim.market import scenario_series
 from lending.domain.alerts import AlertType
 from lending.domain.model import ReleaseStatus
 from lending.engine import LendingEngine, start_engine_thread
-from lending.portfolio import PortfolioIn
-from lending.service import advance_release, load_portfolio, post_prices, repay, request_release
+from lending.operations import advance_release, load_portfolio, post_prices, repay, request_release
+from lending.portfolio_file import PortfolioIn
+from telemetry.contract.payload import DeviceInfo
+from telemetry.contract.topics import status_topic
 from telemetry.queries import register_devices
 from tests.conftest import DB_KINDS
 from tests.support import BrokerUnderTest, PgServer, Publisher, Stack, running_gateway, wait_until

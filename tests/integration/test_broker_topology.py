@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from gateway.mqtt import MqttTarget, parse_mqtt_url
-from gateway.topics import telemetry_topic
 from pledgewatch.broker.mosquitto import GATEWAY_USER, Mosquitto, mosquitto_binary
+from telemetry.contract.topics import telemetry_topic
 from tests.support import (
     BrokerUnderTest,
     PgServer,

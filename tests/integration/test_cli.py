@@ -11,8 +11,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from telemetry.capability import timescaledb_available
-from telemetry.migrate import MIGRATIONS_DIR
+from schema.migrate import MIGRATIONS_DIR
+from schema.timescale import timescaledb_available
 from tests.support import PgServer
 
 pytestmark = pytest.mark.integration

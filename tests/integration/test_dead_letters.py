@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.topics import status_topic, telemetry_topic
+from telemetry.contract.topics import status_topic, telemetry_topic
 from tests.support import Publisher, Stack, running_gateway, telemetry, wait_until
 
 pytestmark = pytest.mark.integration
@@ -89,7 +89,7 @@ def test_each_bad_input_class_is_kept_with_its_reason(stack: Stack) -> None:
 def test_a_device_disabled_while_the_gateway_runs_is_refused_and_kept(stack: Stack) -> None:
     """The registry is re-read on every housekeeping pass: no unknown device is needed to notice
     that a known one was disabled (or enabled again)."""
-    from pledgewatch.devices import set_enabled
+    from telemetry.provisioning import set_enabled
 
     stack.register("wh-off")
     topic = telemetry_topic(stack.tenant, "wh-off")

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from gateway.mqtt import connect_kwargs, new_client
-from gateway.topics import status_topic, telemetry_topic
+from telemetry.contract.topics import status_topic, telemetry_topic
 from tests.support import Publisher, Stack, running_gateway, telemetry, unique, wait_until
 
 pytestmark = pytest.mark.integration

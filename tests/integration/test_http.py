@@ -14,10 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, Counter
 
-from lending.api.accounts import create_user, issue_api_key
-from lending.api.security import Role, issue_token
-from lending.portfolio import read_portfolio
-from lending.service import load_portfolio
+from api.accounts import create_user, issue_api_key
+from api.security import Role, issue_token
+from lending.operations import load_portfolio
+from lending.portfolio_file import read_portfolio
 from pledgewatch.http import create_app
 from pledgewatch.settings import Settings
 from tests.support import BrokerUnderTest, Stack

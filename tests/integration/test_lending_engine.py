@@ -11,11 +11,11 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from gateway.payload import Accepted, DeviceInfo, Reading
 from lending.domain.model import PricePoint
 from lending.engine import LendingEngine, start_engine_thread
-from lending.portfolio import PortfolioIn
-from lending.service import load_portfolio, post_prices, record_sale
+from lending.operations import load_portfolio, post_prices, record_sale
+from lending.portfolio_file import PortfolioIn
+from telemetry.contract.payload import Accepted, DeviceInfo, Reading
 from telemetry.queries import register_devices
 from telemetry.writer import Batch, write_batch
 from tests.support import PgServer, wait_until

@@ -13,12 +13,11 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-import lending.service as service
+import lending.operations as service
 from lending.domain.alerts import AlertStatus, AlertType, Severity
 from lending.domain.model import PricePoint, ReleaseStatus
 from lending.engine import LendingEngine
-from lending.portfolio import PortfolioIn
-from lending.service import (
+from lending.operations import (
     DuplicatePledgeError,
     LendingError,
     acknowledge_alert,
@@ -30,6 +29,7 @@ from lending.service import (
     request_release,
     resolve_alert,
 )
+from lending.portfolio_file import PortfolioIn
 
 pytestmark = pytest.mark.integration
 

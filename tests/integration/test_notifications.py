@@ -23,11 +23,11 @@ import pytest
 from gateway.mqtt import MqttTarget, connected_client, parse_mqtt_url
 from lending import service
 from lending.domain.alerts import Alert, AlertType, PledgeAlertEscalated, Severity
-from lending.notify import Notifier, NotifierConfig, create_webhook, verify
 from lending.store import apply_alert_events, insert_alert
+from notifier.worker import Notifier, NotifierConfig, create_webhook, verify
 from pledgewatch.broker.mosquitto import Mosquitto, mosquitto_binary
 from pledgewatch.net import free_port
-from pledgewatch.notifier import NOTIFIER_USER, build_notifier, notifier_config
+from pledgewatch.notifier_hooks import NOTIFIER_USER, build_notifier, notifier_config
 from pledgewatch.settings import Settings
 from tests.support import BrokerUnderTest, unique, wait_until
 
@@ -324,7 +324,7 @@ def test_a_slow_receiver_times_out_and_is_retried(db: str) -> None:
 
 
 def test_a_deactivated_webhook_gets_nothing_more(db: str, receiver: Receiver) -> None:
-    from lending.notify import deactivate_webhook
+    from notifier.worker import deactivate_webhook
 
     webhook_id = add_webhook(db, receiver.url)
     raise_alert(db)  # pending: no notifier runs

@@ -26,9 +26,9 @@ import pytest
 from iotcore import Broker
 from paho.mqtt.enums import CallbackAPIVersion
 
-from firmware_sim.devices import DeviceSpec, make_fleet
+from firmware_sim.device_models import DeviceSpec, make_fleet
 from firmware_sim.fleet import FleetStats, run_fleet
-from gateway.topics import parse_topic
+from telemetry.contract.topics import parse_topic
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 
-from lending.api.deps import PageParams, PrincipalCache
-from lending.api.security import (
+from api.deps import PageParams, PrincipalCache
+from api.security import (
     API_KEY_PREFIX,
     Principal,
     Role,

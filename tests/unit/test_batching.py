@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from gateway.payload import Accepted, Reading, StatusChange
+from telemetry.contract.payload import Accepted, Reading, StatusChange
 from telemetry.writer import Batch, DeadLetter, WriteResult, _last_seen, _reading_rows
 
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)

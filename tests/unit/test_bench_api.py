@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pledgewatch.bench.api import (
+from bench.api import (
     BASELINE,
     WrkError,
     WrkResult,
@@ -137,7 +137,7 @@ def test_bulk_snapshot_inputs_are_the_engines_shape() -> None:
 
 def test_missing_wrk_names_the_package(monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    from pledgewatch.bench import api
+    from bench import api
     from pledgewatch.settings import load_settings
 
     monkeypatch.setattr(api, "wrk_binary", lambda: None)

@@ -1,4 +1,4 @@
-"""gateway.catalogue: every metric a device may report, with a sane range."""
+"""telemetry.contract.catalogue: every metric a device may report, with a sane range."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from gateway.catalogue import CATALOGUE, Metric
+from telemetry.contract.catalogue import CATALOGUE, Metric
 
 REQUIRED = {
     "weight_kg": "number", "rfid_count": "count", "temp_c": "number", "humidity_pct": "number",

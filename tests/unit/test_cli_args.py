@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from firmware_sim.scenarios import SCENARIOS
-from pledgewatch.cli import app
+from pledgewatch.cli.main import app
 
 BOX = re.compile(r"[│╭╮╰╯─]")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from lending.dashboard import CSP, mount
+from api.dashboard import CSP, mount
 
 
 def make_dashboard(root: Path) -> Path:
@@ -47,7 +47,7 @@ def test_no_static_folder_mounts_nothing(tmp_path: Path) -> None:
 
 
 def test_the_shipped_page_has_nothing_inline_that_the_csp_would_block() -> None:
-    static = Path(__file__).resolve().parents[2] / "lending" / "dashboard" / "static"
+    static = Path(__file__).resolve().parents[2] / "api" / "dashboard" / "static"
     html = (static / "index.html").read_text()
     assert re.findall(r"<script(?![^>]*\ssrc=)[^>]*>", html) == []  # inline scripts
     assert re.findall(r"\son[a-z]+\s*=", html) == []  # inline event handlers

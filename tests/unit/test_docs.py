@@ -9,11 +9,11 @@ import pytest
 import typer
 
 from firmware_sim.scenarios import SCENARIOS
-from gateway.catalogue import CATALOGUE
-from gateway.payload import Reason
 from lending.domain.alerts import AlertType
-from pledgewatch.cli import app
+from pledgewatch.cli.main import app
 from pledgewatch.settings import Settings
+from telemetry.contract.catalogue import CATALOGUE
+from telemetry.contract.payload import Reason
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
 

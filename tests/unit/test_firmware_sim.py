@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from firmware_sim.boot import BOOT_FILE, BootStore
-from firmware_sim.devices import (
+from firmware_sim.device_models import (
     DeviceSpec,
     Readings,
     Route,
@@ -17,10 +17,10 @@ from firmware_sim.devices import (
     fleet_mix,
     make_fleet,
 )
+from firmware_sim.messages import Sequencer, encode_telemetry, online_payload
 from firmware_sim.outbox import Outbox
-from firmware_sim.payload import Sequencer, encode_telemetry, online_payload
 from firmware_sim.scenarios import SCENARIOS, make_scenario
-from gateway.catalogue import CATALOGUE
+from telemetry.contract.catalogue import CATALOGUE
 
 STEPS = 2_000
 KINDS = ("warehouse", "line", "vehicle")

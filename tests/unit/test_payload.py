@@ -1,4 +1,4 @@
-"""gateway.payload: each message decodes to Accepted, Rejected or StatusChange; never raises."""
+"""telemetry.contract.payload: each message decodes to Accepted, Rejected or StatusChange; never raises."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.catalogue import CATALOGUE
-from gateway.payload import (
+from telemetry.contract.catalogue import CATALOGUE
+from telemetry.contract.payload import (
     MAX_READINGS,
     MAX_SEQ,
     Accepted,
@@ -24,7 +24,7 @@ from gateway.payload import (
     StatusChange,
     decode_message,
 )
-from gateway.topics import status_topic, telemetry_topic
+from telemetry.contract.topics import status_topic, telemetry_topic
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)

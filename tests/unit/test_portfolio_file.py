@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from firmware_sim.devices import make_fleet
+from firmware_sim.device_models import make_fleet
 from lending.domain.model import BorrowerRole
 from lending.domain.pledges import pledge_conflicts
-from lending.portfolio import PortfolioError, PortfolioIn, parse_portfolio, read_portfolio
+from lending.portfolio_file import PortfolioError, PortfolioIn, parse_portfolio, read_portfolio
 from pledgewatch.demo_portfolio import demo_portfolio
 
 DATA = Path(__file__).resolve().parents[1] / "data"

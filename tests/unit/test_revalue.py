@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lending.domain.portfolio import (
+from bench.revalue import check_agree, run
+from lending.domain.revaluation import (
     PortfolioArrays,
     Revaluation,
     random_portfolio,
@@ -18,7 +19,6 @@ from lending.domain.portfolio import (
     revalue_python,
     to_lists,
 )
-from pledgewatch.bench.revalue import check_agree, run
 
 
 def arr(*values: float) -> np.ndarray:

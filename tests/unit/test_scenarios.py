@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware_sim.devices import DeviceKind, DeviceSpec, Readings, build_model, make_device
-from firmware_sim.prices import (
+from firmware_sim.device_models import DeviceKind, DeviceSpec, Readings, build_model, make_device
+from firmware_sim.market import (
     PRICE_SCENARIOS,
     PricePoint,
     price_series,
@@ -24,7 +24,7 @@ from firmware_sim.prices import (
     write_prices_csv,
 )
 from firmware_sim.scenarios import SCENARIOS, make_scenario
-from gateway.catalogue import CATALOGUE
+from telemetry.contract.catalogue import CATALOGUE
 
 INCIDENT_NAMES = ("theft", "leak", "tamper", "swap", "geofence", "coldchain", "release")
 WAREHOUSE_ONLY = ("theft", "leak", "tamper", "swap", "release")

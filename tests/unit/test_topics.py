@@ -1,4 +1,4 @@
-"""gateway.topics: the v1 topic scheme and the gateway's subscription filters."""
+"""telemetry.contract.topics: the v1 topic scheme and the gateway's subscription filters."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.topics import (
+from telemetry.contract.topics import (
     PREFIX,
     DeviceTopic,
     parse_topic,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from lending.notify import (
+from notifier.worker import (
     alert_topic,
     backoff_s,
     check_webhook_url,

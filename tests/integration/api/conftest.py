@@ -14,15 +14,15 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.payload import DeviceInfo
-from lending.api.accounts import create_user, issue_api_key
+from api.accounts import create_user, issue_api_key
 from lending.domain.alerts import Alert, AlertType, Severity
 from lending.engine import LendingEngine
-from lending.portfolio import read_portfolio
-from lending.service import load_portfolio
+from lending.operations import load_portfolio
+from lending.portfolio_file import read_portfolio
 from lending.store import insert_alert
 from pledgewatch.http import create_app
 from pledgewatch.settings import Settings
+from telemetry.contract.payload import DeviceInfo
 from telemetry.queries import register_devices
 from tests.conftest import DB_KINDS
 from tests.support import BrokerUnderTest, PgServer

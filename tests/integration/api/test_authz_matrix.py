@@ -30,9 +30,10 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
-from lending import notify, service
-from lending.api.problems import MEDIA_TYPE
-from lending.api.security import ALGORITHM, ISSUER, Role, issue_token
+from api.problems import MEDIA_TYPE
+from api.security import ALGORITHM, ISSUER, Role, issue_token
+from lending import operations as service
+from notifier import worker as notify
 from tests.integration.api.conftest import DEVICE, FAC, JWT_SECRET, LOT, A, B, World, login
 
 pytestmark = pytest.mark.integration
@@ -84,7 +85,7 @@ class Ctx:
         return {"receivable_id": receivable_id}
 
     def api_key(self, borrower: str) -> Params:
-        from lending.api.accounts import issue_api_key
+        from api.accounts import issue_api_key
 
         _key, row = issue_api_key(self.conn, borrower, self.unique("spare"), "admin")
         return {"key_id": row["key_id"]}

@@ -12,12 +12,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pledgewatch.bench.api import wrk_binary
+from bench.api import wrk_binary
 from tests.support import PgServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 NUMBER = r"[0-9]+(?:\.[0-9]+)?"
 FIGURE = re.compile(rf"^(?P<route>\S+) rps (?P<rps>[0-9]+) p50 (?P<p50>{NUMBER}) ms "
                     rf"p99 (?P<p99>{NUMBER}) ms$")

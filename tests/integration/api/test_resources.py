@@ -13,7 +13,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import VerifyMismatchError
 from fastapi.testclient import TestClient
 
-from lending.api.problems import MEDIA_TYPE
+from api.problems import MEDIA_TYPE
 from tests.integration.api.conftest import DEVICE, FAC, LOT, A, B, World
 
 pytestmark = pytest.mark.integration

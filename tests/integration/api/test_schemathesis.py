@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from lending.api.security import Role, issue_token
+from api.security import Role, issue_token
 from pledgewatch.http import create_app
 from tests.integration.api.conftest import JWT_SECRET, A, World
 from tests.integration.api.conftest import settings as app_settings

@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from lending.notify import Notifier, NotifierConfig, verify
+from notifier.worker import Notifier, NotifierConfig, verify
 from pledgewatch.http import create_app
-from pledgewatch.notifier import notifier_hooks
+from pledgewatch.notifier_hooks import notifier_hooks
 from tests.integration.api.conftest import FAC, A, World, login
 from tests.integration.api.conftest import settings as app_settings
 from tests.integration.test_notifications import Receiver

@@ -1,0 +1,194 @@
+"""Dependencies shared by the routers: a database connection, the caller, pagination."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Concatenate, Generic, ParamSpec, TypeVar
+
+import psycopg
+from fastapi import Depends, Query, Request
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+from psycopg_pool import ConnectionPool
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from api.problems import ApiProblem
+from api.security import Principal, Role, TokenError, api_key_digest, read_token
+
+TOKEN_URL = "/api/v1/auth/token"
+oauth2 = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False,
+                              description="Officers and admins: a JWT from the password flow")
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="Enterprises and integrations: an API key")
+
+
+@dataclass
+class ApiConfig:
+    jwt_secret: str
+    token_ttl_s: int = 3600
+    auth_cache_s: float = 2.0
+
+
+class PrincipalCache:
+    """Credential → principal for a couple of seconds, so a hot API key costs no query. Revoking a
+    key or disabling a user in this process clears it at once; other processes follow within the TTL."""
+
+    MAX = 10_000
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[object, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: object) -> Principal | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, key: object, principal: Principal) -> None:
+        if self.ttl_s <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self.MAX:
+                self._entries.clear()
+            self._entries[key] = (time.monotonic() + self.ttl_s, principal)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def get_conn(request: Request) -> Iterator[psycopg.Connection]:
+    pool: ConnectionPool = request.app.state.pool
+    with pool.connection(timeout=5) as conn:
+        yield conn
+
+
+ConnDep = Annotated[psycopg.Connection, Depends(get_conn)]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+async def with_conn(request: Request, fn: Callable[Concatenate[psycopg.Connection, P], R],
+                    *args: P.args, **kwargs: P.kwargs) -> R:
+    """``fn(conn, *args)`` on a pooled connection in one worker thread: for ``async def`` routes on
+    the hot path. A sync route with ``ConnDep`` costs several thread hand-offs per request (the
+    generator dependency's enter and exit, the route, response validation); this costs one."""
+    pool: ConnectionPool = request.app.state.pool
+
+    def call() -> R:
+        with pool.connection(timeout=5) as conn:
+            return fn(conn, *args, **kwargs)
+
+    return await run_in_threadpool(call)
+
+
+UNAUTHORIZED = {"WWW-Authenticate": 'Bearer, ApiKey header="X-API-Key"'}
+
+
+def _key_principal(conn: psycopg.Connection, digest: bytes) -> Principal | None:
+    row = conn.execute("SELECT key_id, borrower_id FROM api_keys WHERE key_sha256 = %s"
+                       " AND revoked_at IS NULL", (digest,)).fetchone()
+    return None if row is None else Principal(Role.ENTERPRISE, row[0], row[1])
+
+
+def _user_principal(conn: psycopg.Connection, username: str, role: Role) -> Principal | None:
+    row = conn.execute("SELECT role FROM users WHERE username = %s AND NOT disabled",
+                       (username,)).fetchone()
+    if row is None or row[0] != role:
+        return None  # disabled, deleted or demoted since the token was issued
+    return Principal(role, username)
+
+
+async def current_principal(
+    request: Request,
+    token: Annotated[str | None, Depends(oauth2)],
+    api_key: Annotated[str | None, Depends(api_key_header)],
+) -> Principal:
+    """The caller. A credential checked within the cache TTL costs no query and no thread: this
+    runs on the event loop and only a cache miss looks the key or user up in a worker thread (on a
+    connection of its own, so a long-lived response such as /events does not pin one)."""
+    cache: PrincipalCache = request.app.state.principals
+    config: ApiConfig = request.app.state.api_config
+    if api_key is not None or (token is not None and token.startswith("pwk_")):
+        key = api_key if api_key is not None else token
+        assert key is not None
+        found = cache.get(("key", key))
+        if found is None:
+            found = (await with_conn(request, _key_principal, api_key_digest(key))
+                     if 0 < len(key) <= 200 else None)
+            if found is None:
+                raise ApiProblem(401, "the API key is unknown or revoked", UNAUTHORIZED)
+            cache.put(("key", key), found)
+        return found
+    if token is None:
+        raise ApiProblem(401, "authentication required: a bearer token or an X-API-Key header",
+                         UNAUTHORIZED)
+    found = cache.get(("jwt", token))
+    if found is None:
+        try:
+            username, role = read_token(config.jwt_secret, token)
+        except TokenError as exc:
+            raise ApiProblem(401, str(exc), UNAUTHORIZED) from None
+        found = await with_conn(request, _user_principal, username, role)
+        if found is None:
+            raise ApiProblem(401, "the account behind this token is disabled or gone", UNAUTHORIZED)
+        cache.put(("jwt", token), found)
+    return found
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+async def bank_user(principal: CurrentPrincipal) -> Principal:
+    if not principal.is_bank:
+        raise ApiProblem(403, "only bank officers and admins may do this")
+    return principal
+
+
+async def admin_user(principal: CurrentPrincipal) -> Principal:
+    if principal.role is not Role.ADMIN:
+        raise ApiProblem(403, "only admins may do this")
+    return principal
+
+
+BankUser = Annotated[Principal, Depends(bank_user)]
+AdminUser = Annotated[Principal, Depends(admin_user)]
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list; ask again with ``offset=next_offset`` while it is not null."""
+
+    items: list[T]
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PageParams:
+    limit: int
+    offset: int
+
+    def page(self, rows: list[T]) -> Page[T]:
+        """``rows`` fetched with LIMIT limit + 1: the extra row says there is a next page."""
+        more = len(rows) > self.limit
+        return Page[T](items=rows[: self.limit], limit=self.limit, offset=self.offset,
+                       next_offset=self.offset + self.limit if more else None)
+
+
+async def page_params(
+    limit: Annotated[int, Query(ge=1, le=500, description="items per page")] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000, description="items to skip")] = 0,
+) -> PageParams:
+    return PageParams(limit, offset)
+
+
+PageDep = Annotated[PageParams, Depends(page_params)]

@@ -1,0 +1,433 @@
+"""The API's public shapes (``*Public`` out, ``*Create`` in). Ids are slugs; amounts are finite."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
+
+from telemetry.contract.catalogue import CATALOGUE
+
+Slug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+Username = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")]
+Comment = Annotated[str, StringConstraints(max_length=2000)]
+LtvStatus = Literal["ok", "warning", "liquidation", "unknown"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+
+
+class Me(BaseModel):
+    role: Literal["admin", "officer", "enterprise"]
+    subject: str
+    borrower_id: str | None
+
+
+class UserCreate(Strict):
+    username: Username
+    password: Annotated[str, StringConstraints(min_length=12, max_length=256)]
+    role: Literal["admin", "officer"]
+
+
+class UserPublic(BaseModel):
+    username: str
+    role: Literal["admin", "officer"]
+    disabled: bool
+    created_at: datetime
+
+
+class UserUpdate(Strict):
+    disabled: bool | None = None
+    password: Annotated[str, StringConstraints(min_length=12, max_length=256)] | None = None
+
+
+class ApiKeyCreate(Strict):
+    borrower_id: Slug
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class ApiKeyPublic(BaseModel):
+    key_id: str
+    borrower_id: str
+    name: str
+    created_by: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ApiKeyIssued(ApiKeyPublic):
+    api_key: str = Field(description="the secret; shown only in this answer")
+
+
+class FacilityLimit(BaseModel):
+    facility_id: str
+    borrower_id: str
+    currency: str
+    line: float
+    limit: float | None = Field(description="current dynamic limit; null before the first snapshot")
+    available: float | None
+    outstanding: float
+    collateral_value: float | None
+    ltv: float | None = Field(description="outstanding ÷ collateral value; null when undefined")
+    warning_ltv: float
+    liquidation_ltv: float
+    ltv_status: LtvStatus
+    snapshot_id: int | None
+    time: datetime | None
+
+
+class FacilitySummary(FacilityLimit):
+    borrower_name: str
+    open_alerts: int
+    critical_alerts: int
+
+
+class LimitPoint(BaseModel):
+    id: int
+    time: datetime
+    limit: float
+    available: float
+    outstanding: float
+    collateral_value: float
+    ltv: float | None
+    reasons: list[str]
+    verified_quantity: float
+    declared_quantity: float
+    prices: dict[str, float] | None
+
+
+class SnapshotExplained(BaseModel):
+    id: int
+    facility_id: str
+    time: datetime
+    reasons: list[str]
+    explanation: str
+    changes: list[str] = Field(description="what moved since the snapshot before it")
+    inputs: dict[str, Any]
+
+
+class AlertPublic(BaseModel):
+    id: int
+    key: str
+    type: str
+    severity: Literal["info", "warning", "critical"]
+    facility_id: str
+    borrower_id: str
+    lot_id: str | None
+    status: Literal["open", "acknowledged", "resolved"]
+    message: str
+    evidence: dict[str, Any]
+    raised_at: datetime
+    cure_deadline: datetime | None
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_at: datetime | None
+    resolved_by: str | None
+    comment: str | None
+
+
+class AlertResolve(Strict):
+    comment: Comment | None = None
+
+
+# --- devices, telemetry, borrowers, lots, releases, prices, sales and receivables -------------
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def _in_era(value: datetime) -> datetime:
+    """An aware instant between 1970 and 2200, in UTC (far-off dates overflow date arithmetic)."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must be between 1970 and 2200") from None
+    if not EARLIEST <= utc < LATEST:
+        raise ValueError("must be between 1970 and 2200")
+    return utc
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_in_era)]
+Quantity = Annotated[float, Field(gt=0, le=1e12, allow_inf_nan=False)]
+Amount = Annotated[float, Field(ge=0, le=1e14, allow_inf_nan=False)]
+Price = Annotated[float, Field(gt=0, le=1e12, allow_inf_nan=False)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+DeviceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+if TYPE_CHECKING:
+    Metric = str
+else:  # one of the catalogue's metric names (an enum in the OpenAPI schema)
+    Metric = Literal[tuple(sorted(CATALOGUE))]
+ReleaseState = Literal["requested", "approved", "executed", "rejected"]
+
+
+class DeviceCreate(Strict):
+    device_id: DeviceId
+    tenant: DeviceId
+    kind: DeviceId = "warehouse"
+    bound_to: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
+        None, description="lot, site or vehicle it watches (a note; lots bind sensors)")
+
+
+class DevicePublic(BaseModel):
+    device_id: str
+    tenant: str
+    kind: str
+    enabled: bool
+    bound_to: str | None
+    has_credentials: bool
+    lot_id: str | None = Field(description="the pledged lot this sensor verifies, if any")
+    facility_id: str | None
+    online: bool | None
+    last_seen: datetime | None
+    created_at: datetime
+
+
+class DeviceCredentials(BaseModel):
+    device: DevicePublic
+    mqtt_username: str
+    mqtt_password: str = Field(description="shown only in this answer; only a hash is stored")
+
+
+class ReadingValue(BaseModel):
+    value: float
+    time: datetime
+
+
+class DeviceLatest(BaseModel):
+    device_id: str
+    kind: str
+    lot_id: str | None
+    online: bool | None
+    last_seen: datetime | None
+    readings: dict[str, ReadingValue]
+
+
+class BucketPublic(BaseModel):
+    bucket: datetime
+    min: float
+    max: float
+    avg: float
+    count: int
+
+
+class DeviceSeries(BaseModel):
+    device_id: str
+    metric: str
+    start: datetime
+    end: datetime
+    bucket_s: int
+    buckets: list[BucketPublic]
+
+
+class LotSeries(BaseModel):
+    lot_id: str
+    metric: str
+    start: datetime
+    end: datetime
+    bucket_s: int
+    devices: list[DeviceSeries]
+
+
+class BorrowerPublic(BaseModel):
+    borrower_id: str
+    name: str
+    role: Literal["core", "supplier", "distributor", "independent"]
+    core_id: str | None
+    facilities: list[str]
+    created_at: datetime
+
+
+class PledgeStatus(BaseModel):
+    """The lot's line in its facility's latest limit snapshot."""
+
+    snapshot_id: int
+    time: datetime
+    declared: float
+    verified: float
+    pledged: float
+    trust: float
+    trust_factors: dict[str, float]
+    price: float | None
+    price_time: str | None
+    haircut: float
+    value: float
+    contribution: float
+
+
+class SensorHealth(BaseModel):
+    device_id: str
+    kind: str
+    enabled: bool
+    online: bool | None
+    last_seen: datetime | None
+
+
+class Location(BaseModel):
+    lat: float
+    lon: float
+    time: datetime
+    device_id: str
+
+
+class LotPublic(BaseModel):
+    lot_id: str
+    facility_id: str
+    borrower_id: str
+    commodity: str
+    declared_quantity: float
+    unit_weight_kg: float
+    registration_no: str
+    site: str | None
+    vehicle: str | None
+    geofence: list[list[float]] | None
+    pledge: PledgeStatus | None = Field(description="null before the first limit snapshot")
+    sensors: list[SensorHealth]
+    location: Location | None
+    inside_geofence: bool | None = Field(description="null without a geofence or a position")
+
+
+class ReleaseCreate(Strict):
+    lot_id: Slug
+    quantity: Quantity
+
+
+class ReleasePublic(BaseModel):
+    release_id: str
+    lot_id: str
+    facility_id: str
+    borrower_id: str
+    quantity: float
+    status: ReleaseState
+    requested_at: datetime
+    approved_at: datetime | None
+    executed_at: datetime | None
+
+
+class PriceCreate(Strict):
+    commodity: Slug
+    time: Instant
+    price: Price
+    currency: Currency = "CNY"
+
+
+class PricePublic(BaseModel):
+    commodity: str
+    time: datetime
+    price: float
+    currency: str
+
+
+class PricesPosted(BaseModel):
+    posted: int
+    facilities: list[str] = Field(description="facilities holding these commodities (revalued)")
+
+
+class SaleCreate(Strict):
+    facility_id: Slug
+    amount: Amount
+    time: Instant | None = Field(None, description="when it was sold; now if omitted")
+
+
+class SalePublic(BaseModel):
+    id: int
+    facility_id: str
+    time: datetime
+    amount: float
+
+
+class ReceivableCreate(Strict):
+    facility_id: Slug
+    debtor: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    amount: Amount
+    due: Instant
+    related_party: bool = False
+    disputed: bool = False
+
+
+class ReceivablePublic(BaseModel):
+    receivable_id: str
+    facility_id: str
+    debtor: str
+    amount: float
+    due: datetime
+    related_party: bool
+    disputed: bool
+    paid: bool
+    verified: bool = Field(description="checked by an officer; only verified receivables are "
+                           "eligible for the borrowing base")
+    verified_at: datetime | None
+    verified_by: str | None
+    posted_by: str | None
+
+
+# --- webhooks (alert notifications out) ---
+
+WebhookUrl = Annotated[str, StringConstraints(
+    max_length=2000, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#@]+([/?#]\S*)?$")]
+WebhookSecret = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{32,256}$")]
+
+
+class WebhookCreate(Strict):
+    url: WebhookUrl = Field(description="an http:// or https:// URL without credentials")
+    secret: WebhookSecret | None = Field(
+        None, description="the HMAC signing secret (32-256 printable characters); omit to have "
+        "one generated")
+    borrower_id: Slug | None = Field(None, description="only this borrower's alerts; null = all")
+    description: Annotated[str, StringConstraints(max_length=200)] = ""
+
+
+class WebhookPublic(BaseModel):
+    id: int
+    url: str
+    borrower_id: str | None
+    description: str
+    active: bool
+    created_by: str
+    created_at: datetime
+    deactivated_at: datetime | None
+
+
+class WebhookCreated(WebhookPublic):
+    secret: str | None = Field(description="the generated signing secret, shown only in this "
+                               "answer; null when you chose it")
+
+
+class WebhookAttemptPublic(BaseModel):
+    attempt: int
+    started_at: datetime
+    duration_ms: float
+    status_code: int | None
+    error: str | None
+
+
+class WebhookDeliveryPublic(BaseModel):
+    id: int = Field(description="also sent as X-PledgeWatch-Delivery")
+    webhook_id: int
+    event_id: int = Field(description="the body's `id`; the same event may arrive twice")
+    event: str = Field(description="`alert.raised`, `alert.escalated`, `alert.acknowledged`, "
+                       "`alert.resolved`, `alert.reopened` or `ping`")
+    alert_id: int | None
+    status: Literal["pending", "delivered", "failed", "cancelled"]
+    attempts: int
+    next_attempt_at: datetime | None = Field(description="when pending: the next attempt")
+    last_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+    created_at: datetime
+    attempt_log: list[WebhookAttemptPublic]

@@ -1,0 +1,87 @@
+"""``pledgewatch bench …``: benchmark commands. Each prints its figures, the baseline measured in
+the same run and the ratio; the line formats are a contract others parse (see the README)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bench.alert_latency import run_alert_latency_bench
+from bench.api import run_api_bench
+from bench.ingest import run_ingest_bench
+from bench.revalue import run
+from pledgewatch.cli.common import fail, settings_or_exit
+
+bench_app = typer.Typer(help="Benchmarks: print figures, the baseline and the ratio.",
+                        no_args_is_help=True)
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    messages: Annotated[int, typer.Option(min=1000, max=5_000_000,
+                                          help="backlog size")] = 100_000,
+    rate: Annotated[int, typer.Option(min=100, max=50_000,
+                                      help="offered msg/s for the latency run")] = 2000,
+    latency_seconds: Annotated[float, typer.Option(min=1, max=600)] = 10.0,
+    repeat: Annotated[int, typer.Option(min=1, max=20, help="runs; medians are printed")] = 3,
+    readings: Annotated[int, typer.Option(min=1, max=8, help="readings per message")] = 4,
+    workdir: Annotated[Path | None, typer.Option(help="scratch dir (default: a temp dir)")] = None,
+) -> None:
+    """Backlog drain: raw paho subscriber (baseline) vs the gateway, and publish->commit latency."""
+    settings = settings_or_exit()
+    code = run_ingest_bench(settings, messages=messages, rate=rate,
+                            latency_seconds=latency_seconds, workdir=workdir, repeat=repeat,
+                            readings=readings)
+    raise typer.Exit(code)
+
+
+@bench_app.command("revalue")
+def bench_revalue(
+    lots: Annotated[int, typer.Option(min=10, max=20_000_000, help="pledged lots")] = 1_000_000,
+    facilities: Annotated[int | None, typer.Option(min=1, help="facilities (default lots/10)")] = None,
+    repeats: Annotated[int, typer.Option(min=1, max=50, help="price ticks; medians printed")] = 5,
+) -> None:
+    """Revalue a whole portfolio on a price tick: numpy vs a plain-Python loop, same data."""
+    if facilities is not None and facilities > lots:
+        raise fail("--facilities must not exceed --lots")
+    run(lots=lots, facilities=facilities, repeats=repeats)
+
+
+@bench_app.command("alert-latency")
+def bench_alert_latency(
+    rate: Annotated[float, typer.Option(min=0, max=20_000, help="background msg/s")] = 1000.0,
+    devices: Annotated[int, typer.Option(min=2, max=5000, help="background devices")] = 200,
+    trials: Annotated[int, typer.Option(min=1, max=1000, help="thefts measured")] = 40,
+    gap: Annotated[float, typer.Option(min=0, max=60, help="seconds between thefts")] = 0.3,
+    workdir: Annotated[Path | None, typer.Option(help="scratch dir (default: a temp dir)")] = None,
+) -> None:
+    """Publish a theft reading -> alert row committed, under background load (p50/p99)."""
+    settings = settings_or_exit()
+    raise typer.Exit(run_alert_latency_bench(settings, rate=rate, devices=devices, trials=trials,
+                                             gap_s=gap, workdir=workdir))
+
+
+@bench_app.command("api")
+def bench_api(
+    facilities: Annotated[int, typer.Option(min=10, max=1_000_000,
+                                            help="borrowers/facilities loaded")] = 10_000,
+    connections: Annotated[int, typer.Option(min=1, max=1000, help="wrk connections")] = 4,
+    duration: Annotated[str, typer.Option(help="wrk duration per route and round, e.g. 10s")] = "10s",
+    threads: Annotated[int, typer.Option(min=1, max=64, help="wrk threads")] = 2,
+    repeat: Annotated[int, typer.Option(min=1, max=20, help="rounds; medians are printed")] = 1,
+    warmup: Annotated[str, typer.Option(help="wrk warm-up per route before measuring")] = "3s",
+    workdir: Annotated[Path | None, typer.Option(help="scratch dir (default: a temp dir)")] = None,
+) -> None:
+    """API requests/s and p50/p99 under wrk: limit and alerts as an enterprise vs a bare endpoint."""
+    for name, value in (("--duration", duration), ("--warmup", warmup)):
+        if not re.fullmatch(r"[1-9][0-9]*[smh]?", value):
+            raise fail(f"{name} must look like 10s, 2m or 10 (seconds), got {value!r}")
+    if threads > connections:
+        raise fail("--threads must not exceed --connections (wrk needs a connection per thread)")
+    settings = settings_or_exit()
+    raise typer.Exit(run_api_bench(settings, facilities=facilities, connections=connections,
+                                   duration=duration, threads=threads, repeat=repeat,
+                                   warmup=warmup, workdir=workdir))

@@ -1,0 +1,370 @@
+"""Portfolio operations on the store: load a portfolio, post prices, releases, repayments, sales,
+and the alert lifecycle. Each write tells the engines which facilities to recompute (NOTIFY)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg.types.range import Range
+
+from lending.domain.alerts import Alert
+from lending.domain.model import DomainError, Lot, PricePoint, ReleaseOrder, ReleaseStatus
+from lending.domain.pledges import PledgeConflict, pledge_conflicts
+from lending.domain.rules import duplicate_pledge_finding
+from lending.portfolio_file import PortfolioIn
+from lending.store import (
+    ALERT_COLUMNS,
+    alert_from_row,
+    facilities_for_commodities,
+    insert_alert,
+    notify_lending,
+    notify_prices,
+    terms_json,
+)
+
+
+class LendingError(ValueError):
+    """An operation the portfolio refuses (unknown id, wrong state, duplicate pledge)."""
+
+
+class DuplicatePledgeError(LendingError):
+    def __init__(self, conflicts: Sequence[PledgeConflict]) -> None:
+        self.conflicts = list(conflicts)
+        super().__init__("duplicate pledge refused:\n" + "\n".join(
+            "  " + c.describe() for c in conflicts))
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    commodities: int
+    borrowers: int
+    facilities: int
+    lots: int
+    receivables: int
+    prices: int
+
+
+def existing_lots(conn: psycopg.Connection) -> list[Lot]:
+    sensors: dict[str, list[str]] = {}
+    for device, lot_id in conn.execute("SELECT device_id, lot_id FROM lot_sensors").fetchall():
+        sensors.setdefault(lot_id, []).append(device)
+    return [Lot(r[0], r[1], r[2], r[3], r[4], r[5], tuple(sensors.get(r[0], ())))
+            for r in conn.execute("SELECT lot_id, facility_id, commodity, declared_quantity,"
+                                  " unit_weight_kg, registration_no FROM lots").fetchall()]
+
+
+def _alert_duplicates(conn: psycopg.Connection, conflicts: Sequence[PledgeConflict],
+                      now: datetime) -> None:
+    """Alert the facility whose goods someone tried to pledge again (committed on its own)."""
+    by_lot: dict[str, list[PledgeConflict]] = {}
+    for c in conflicts:
+        by_lot.setdefault(c.existing.id, []).append(c)
+    for lot_id, found in by_lot.items():
+        finding = duplicate_pledge_finding(found[0].existing.facility_id, lot_id,
+                                           [c.describe() for c in found])
+        insert_alert(conn, Alert(
+            key=finding.key, type=finding.type, severity=finding.severity,
+            facility_id=finding.facility_id, lot_id=lot_id, message=finding.message,
+            evidence={**finding.evidence, "attempted": [
+                {"lot": c.lot.id, "facility": c.lot.facility_id,
+                 "registration_no": c.lot.registration_no, "sensors": list(c.lot.sensors),
+                 "matched": c.what} for c in found]},
+            raised_at=now, auto_resolve=False))
+
+
+def load_portfolio(conn: psycopg.Connection, portfolio: PortfolioIn, now: datetime) -> LoadResult:
+    """Insert or update everything in ``portfolio`` in one transaction.
+
+    A lot whose id, registration number or sensor is already pledged to another facility is a
+    duplicate pledge: nothing is written, the holding facility gets a critical alert, and
+    :class:`DuplicatePledgeError` says which lot clashed with which.
+    """
+    lots = [lot.domain() for lot in portfolio.lots]
+    with conn.transaction():
+        # The check and the writes share one transaction holding the lock: a pledge committed
+        # by another load in between cannot slip past the check.
+        conn.execute("LOCK TABLE lots IN SHARE ROW EXCLUSIVE MODE")
+        conflicts = pledge_conflicts(lots, existing_lots(conn))
+        if conflicts:
+            known = {r[0] for r in conn.execute("SELECT facility_id FROM facilities").fetchall()}
+            alertable = [c for c in conflicts if c.existing.facility_id in known]
+        else:
+            _write_portfolio(conn, portfolio, lots)
+    if conflicts:
+        with conn.transaction():
+            _alert_duplicates(conn, alertable, now)
+        raise DuplicatePledgeError(conflicts)
+    return LoadResult(len(portfolio.commodities), len(portfolio.borrowers),
+                      len(portfolio.facilities), len(lots), len(portfolio.receivables),
+                      len(portfolio.prices))
+
+
+def _write_portfolio(conn: psycopg.Connection, portfolio: PortfolioIn, lots: Sequence[Lot]) -> None:
+    with conn.cursor() as cur:
+        for c in portfolio.commodities:
+            cur.execute(
+                "INSERT INTO commodities VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name)"
+                " DO UPDATE SET unit = EXCLUDED.unit, unit_kg = EXCLUDED.unit_kg,"
+                " liquidation_days = EXCLUDED.liquidation_days,"
+                " temp_min = EXCLUDED.temp_min, temp_max = EXCLUDED.temp_max,"
+                " humidity_min = EXCLUDED.humidity_min, humidity_max = EXCLUDED.humidity_max",
+                (c.name, c.unit, c.unit_kg, c.liquidation_days, *(c.temp_c or (None, None)),
+                 *(c.humidity_pct or (None, None))))
+        for b in sorted(portfolio.borrowers, key=lambda b: b.core is not None):
+            cur.execute(
+                "INSERT INTO borrowers (borrower_id, tenant, name, role, core_id) VALUES"
+                " (%s, %s, %s, %s, %s) ON CONFLICT (borrower_id) DO UPDATE SET"
+                " name = EXCLUDED.name, role = EXCLUDED.role, core_id = EXCLUDED.core_id",
+                (b.id, b.tenant, b.name, str(b.role), b.core))
+        for f in portfolio.facilities:
+            d = f.domain()
+            cur.execute(
+                "INSERT INTO facilities VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (facility_id) DO UPDATE SET borrower_id = EXCLUDED.borrower_id,"
+                " currency = EXCLUDED.currency, line = EXCLUDED.line,"
+                " outstanding = EXCLUDED.outstanding, reserves = EXCLUDED.reserves,"
+                " value_floor = EXCLUDED.value_floor, terms = EXCLUDED.terms",
+                (d.id, d.borrower_id, d.currency, d.line, d.outstanding, d.reserves,
+                 d.value_floor, terms_json(d.terms)))
+        for lot in lots:
+            fence = Jsonb([list(p) for p in lot.geofence]) if lot.geofence else None
+            cur.execute(
+                "INSERT INTO lots VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (lot_id) DO UPDATE SET commodity = EXCLUDED.commodity,"
+                " declared_quantity = EXCLUDED.declared_quantity,"
+                " unit_weight_kg = EXCLUDED.unit_weight_kg, site = EXCLUDED.site,"
+                " registration_no = EXCLUDED.registration_no,"
+                " vehicle = EXCLUDED.vehicle, geofence = EXCLUDED.geofence,"
+                " business_hours = EXCLUDED.business_hours",
+                (lot.id, lot.facility_id, lot.commodity, lot.declared_quantity, lot.unit_weight_kg,
+                 lot.registration_no, lot.site, lot.vehicle, fence,
+                 Range(*lot.business_hours, bounds="[)")))
+            cur.execute("DELETE FROM lot_sensors WHERE lot_id = %s", (lot.id,))
+            for device in lot.sensors:
+                cur.execute("INSERT INTO lot_sensors VALUES (%s, %s)", (device, lot.id))
+        for r in portfolio.receivables:
+            cur.execute(
+                "INSERT INTO receivables VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (receivable_id) DO UPDATE SET amount = EXCLUDED.amount,"
+                " due = EXCLUDED.due, related_party = EXCLUDED.related_party,"
+                " disputed = EXCLUDED.disputed, paid = EXCLUDED.paid",
+                (r.id, r.facility, r.debtor, r.amount, r.due, r.related_party, r.disputed, r.paid))
+        insert_prices(conn, [p.domain() for p in portfolio.prices])
+        notify_lending(conn, None)
+
+
+def insert_prices(conn: psycopg.Connection, points: Sequence[PricePoint]) -> int:
+    if not points:
+        return 0
+    known = {r[0] for r in conn.execute("SELECT name FROM commodities").fetchall()}
+    unknown = sorted({p.commodity for p in points} - known)
+    if unknown:
+        raise LendingError(f"unknown commodities: {', '.join(unknown)} (define them in a portfolio"
+                           " file first)")
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO prices VALUES (%s, %s, %s, %s) ON CONFLICT (commodity, time)"
+            " DO UPDATE SET price = EXCLUDED.price, currency = EXCLUDED.currency",
+            [(p.commodity, p.time, p.price, p.currency) for p in points])
+    notify_prices(conn, points)
+    return len(points)
+
+
+def post_prices(conn: psycopg.Connection, points: Sequence[PricePoint]) -> set[str]:
+    """Store prices; the facilities holding those commodities are recomputed."""
+    with conn.transaction():
+        insert_prices(conn, points)
+        affected = facilities_for_commodities(conn, sorted({p.commodity for p in points}))
+        notify_lending(conn, affected)
+    return affected
+
+
+def _release(conn: psycopg.Connection, release_id: str) -> tuple[ReleaseOrder, str]:
+    row = conn.execute(
+        "SELECT r.release_id, r.lot_id, r.quantity, r.status, r.requested_at, r.approved_at,"
+        " r.executed_at, l.facility_id FROM release_orders r JOIN lots l USING (lot_id)"
+        " WHERE release_id = %s FOR UPDATE OF r", (release_id,)).fetchone()
+    if row is None:
+        raise LendingError(f"no release order {release_id!r}")
+    return ReleaseOrder(row[0], row[1], row[2], ReleaseStatus(row[3]), row[4], row[5],
+                        row[6]), row[7]
+
+
+def request_release(conn: psycopg.Connection, release_id: str, lot_id: str, quantity: float,
+                    now: datetime) -> ReleaseOrder:
+    try:
+        order = ReleaseOrder(release_id, lot_id, quantity, requested_at=now)
+    except DomainError as exc:
+        raise LendingError(str(exc)) from None
+    with conn.transaction():
+        lot = conn.execute("SELECT declared_quantity FROM lots WHERE lot_id = %s FOR UPDATE",
+                           (lot_id,)).fetchone()
+        if lot is None:
+            raise LendingError(f"no lot {lot_id!r}")
+        pending = conn.execute(
+            "SELECT coalesce(sum(quantity), 0) FROM release_orders WHERE lot_id = %s"
+            " AND status IN ('requested', 'approved')", (lot_id,)).fetchone()[0]  # type: ignore[index]
+        if quantity + pending > lot[0]:
+            raise LendingError(f"lot {lot_id} holds {lot[0]:g} units and {pending:g} are already "
+                               f"requested or approved; cannot release {quantity:g} more")
+        inserted = conn.execute(
+            "INSERT INTO release_orders (release_id, lot_id, quantity, status, requested_at)"
+            " VALUES (%s, %s, %s, 'requested', %s) ON CONFLICT DO NOTHING RETURNING 1",
+            (release_id, lot_id, quantity, now)).fetchone()
+        if inserted is None:
+            raise LendingError(f"release order {release_id!r} already exists")
+    return order
+
+
+def advance_release(conn: psycopg.Connection, release_id: str, to: ReleaseStatus,
+                    now: datetime) -> ReleaseOrder:
+    """Approve, execute or reject a release. Executing it takes the goods off the lot's declared
+    quantity, so the limit follows the smaller collateral."""
+    with conn.transaction():
+        order, facility_id = _release(conn, release_id)
+        try:
+            moved = order.advance(to, now)
+        except DomainError as exc:
+            raise LendingError(str(exc)) from None
+        conn.execute("UPDATE release_orders SET status = %s, approved_at = %s, executed_at = %s"
+                     " WHERE release_id = %s",
+                     (str(moved.status), moved.approved_at, moved.executed_at, release_id))
+        if to is ReleaseStatus.EXECUTED:
+            held = conn.execute("SELECT declared_quantity FROM lots WHERE lot_id = %s FOR UPDATE",
+                                (order.lot_id,)).fetchone()[0]  # type: ignore[index]
+            if order.quantity > held:
+                raise LendingError(f"lot {order.lot_id} holds {held:g} units; release "
+                                   f"{release_id} of {order.quantity:g} cannot be executed")
+            conn.execute("UPDATE lots SET declared_quantity = declared_quantity - %s"
+                         " WHERE lot_id = %s", (order.quantity, order.lot_id))
+        notify_lending(conn, [facility_id])
+    return moved
+
+
+def repay(conn: psycopg.Connection, facility_id: str, amount: float, now: datetime) -> float:
+    """Record a repayment; returns the new outstanding."""
+    if not (amount > 0 and amount < 1e15):
+        raise LendingError(f"a repayment must be a positive amount, got {amount!r}")
+    with conn.transaction():
+        row = conn.execute("UPDATE facilities SET outstanding = greatest(0, outstanding - %s)"
+                           " WHERE facility_id = %s RETURNING outstanding",
+                           (amount, facility_id)).fetchone()
+        if row is None:
+            raise LendingError(f"no facility {facility_id!r}")
+        conn.execute("INSERT INTO repayments (facility_id, time, amount) VALUES (%s, %s, %s)",
+                     (facility_id, now, amount))
+        notify_lending(conn, [facility_id])
+    return float(row[0])
+
+
+def record_sale(conn: psycopg.Connection, facility_id: str, amount: float,
+                at: datetime) -> dict[str, object]:
+    """Store a sales signal (it feeds sales velocity and the sales-collapse rule); the stored row."""
+    if not (0 <= amount < 1e15):
+        raise LendingError(f"a sale must be an amount >= 0, got {amount!r}")
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "INSERT INTO sales (facility_id, time, amount) SELECT facility_id, %s, %s"
+            " FROM facilities WHERE facility_id = %s RETURNING id, facility_id, time, amount",
+            (at, amount, facility_id)).fetchone()
+        if row is None:
+            raise LendingError(f"no facility {facility_id!r}")
+        notify_lending(conn, [facility_id])
+    return row
+
+
+def get_alert(conn: psycopg.Connection, alert_id: int) -> Alert:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = %s FOR UPDATE",
+                          (alert_id,)).fetchone()
+    if row is None:
+        raise LendingError(f"no alert {alert_id}")
+    return alert_from_row(row)
+
+
+def acknowledge_alert(conn: psycopg.Connection, alert_id: int, by: str, now: datetime) -> Alert:
+    with conn.transaction():
+        try:
+            alert = get_alert(conn, alert_id).acknowledge(now, by)
+        except DomainError as exc:
+            raise LendingError(str(exc)) from None
+        conn.execute("UPDATE alerts SET status = 'acknowledged', acknowledged_at = %s,"
+                     " acknowledged_by = %s WHERE id = %s", (now, by, alert_id))
+        conn.execute("SELECT pg_notify('pw_alerts', %s)", (json.dumps(
+            {"id": alert_id, "facility_id": alert.facility_id, "status": "acknowledged"}),))
+    return alert
+
+
+def resolve_alert(conn: psycopg.Connection, alert_id: int, by: str, comment: str | None,
+                  now: datetime) -> Alert:
+    with conn.transaction():
+        try:
+            alert = get_alert(conn, alert_id).resolve(now, by, comment)
+        except DomainError as exc:
+            raise LendingError(str(exc)) from None
+        conn.execute("UPDATE alerts SET status = 'resolved', resolved_at = %s, resolved_by = %s,"
+                     " comment = %s WHERE id = %s", (now, by, comment, alert_id))
+        conn.execute("SELECT pg_notify('pw_alerts', %s)", (json.dumps(
+            {"id": alert_id, "facility_id": alert.facility_id, "status": "resolved"}),))
+    return alert
+
+
+def list_alerts(conn: psycopg.Connection, facility_id: str | None = None,
+                include_resolved: bool = False, limit: int = 100) -> list[Alert]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE (%(f)s::text IS NULL OR facility_id = %(f)s)"
+            " AND (%(all)s OR status <> 'resolved') ORDER BY id DESC LIMIT %(n)s",
+            {"f": facility_id, "all": include_resolved, "n": limit}).fetchall()
+    return [alert_from_row(r) for r in rows]
+
+
+
+RECEIVABLE_COLUMNS = ("receivable_id, facility_id, debtor, amount, due, related_party, disputed,"
+                      " paid, verified, verified_at, verified_by, posted_by")
+
+
+def insert_receivable(conn: psycopg.Connection, receivable_id: str, facility_id: str, debtor: str,
+                      amount: float, due: datetime, related_party: bool = False,
+                      disputed: bool = False, *, verified: bool, posted_by: str,
+                      now: datetime | None = None) -> dict[str, object]:
+    """Record an invoice (a receivable) of a facility's borrower; the facility is recomputed.
+    An unverified one (posted by the enterprise) is not eligible until an officer verifies it."""
+    if not (0 <= amount < 1e15):
+        raise LendingError(f"a receivable must be an amount >= 0, got {amount!r}")
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        if cur.execute("SELECT 1 FROM facilities WHERE facility_id = %s",
+                       (facility_id,)).fetchone() is None:
+            raise LendingError(f"no facility {facility_id!r}")
+        row = cur.execute(
+            "INSERT INTO receivables (receivable_id, facility_id, debtor, amount, due,"
+            " related_party, disputed, verified, verified_at, verified_by, posted_by)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            f" ON CONFLICT DO NOTHING RETURNING {RECEIVABLE_COLUMNS}",
+            (receivable_id, facility_id, debtor, amount, due, related_party, disputed, verified,
+             (now or datetime.now(UTC)) if verified else None, posted_by if verified else None,
+             posted_by)).fetchone()
+        if row is None:
+            raise LendingError(f"receivable {receivable_id!r} already exists")
+        notify_lending(conn, [facility_id])
+    return row
+
+
+def verify_receivable(conn: psycopg.Connection, receivable_id: str, by: str,
+                      now: datetime) -> dict[str, object]:
+    """An officer has checked the invoice: it becomes eligible (if nothing else bars it)."""
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "UPDATE receivables SET verified = true, verified_at = coalesce(verified_at, %s),"
+            " verified_by = coalesce(verified_by, %s) WHERE receivable_id = %s"
+            f" RETURNING {RECEIVABLE_COLUMNS}", (now, by, receivable_id)).fetchone()
+        if row is None:
+            raise LendingError(f"no receivable {receivable_id!r}")
+        notify_lending(conn, [str(row["facility_id"])])
+    return row

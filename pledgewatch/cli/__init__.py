@@ -1,0 +1,1 @@
+"""The ``pledgewatch`` command line (Typer): ``main`` is the root, one module per command group."""

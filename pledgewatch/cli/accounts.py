@@ -1,0 +1,141 @@
+"""`pledgewatch users|api-keys`: bank user accounts (Argon2 passwords) and enterprise API keys
+(SHA-256, scoped to one borrower, revocable). Secrets are printed once and never stored in clear."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from typing import Annotated
+
+import typer
+
+from api.accounts import api_keys, create_user, issue_api_key, revoke_api_key, update_user, users
+from api.schemas import UserCreate
+from pledgewatch.cli.common import fail, now, run
+
+users_app = typer.Typer(help="Bank user accounts (admins and loan officers).", no_args_is_help=True)
+keys_app = typer.Typer(help="Enterprise API keys, each scoped to one borrower.",
+                       no_args_is_help=True)
+
+MIN_PASSWORD = 12
+
+
+def _read_password(from_stdin: bool, generate: bool) -> tuple[str, bool]:
+    """The new password and whether it must be shown (generated)."""
+    if generate:
+        return secrets.token_urlsafe(18), True
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD:
+        raise fail(f"a password needs at least {MIN_PASSWORD} characters")
+    if len(password) > 256:
+        raise fail("a password may have at most 256 characters")
+    return password, False
+
+
+PasswordStdin = Annotated[bool, typer.Option("--password-stdin",
+                                             help="read the password from the first line of stdin")]
+Generate = Annotated[bool, typer.Option("--generate", help="generate a password and print it once")]
+
+
+@users_app.command("add")
+def users_add(
+    username: Annotated[str, typer.Argument(help="login name (letters, digits, . _ @ -)")],
+    role: Annotated[str, typer.Option(help="officer or admin")] = "officer",
+    password_stdin: PasswordStdin = False,
+    generate: Generate = False,
+) -> None:
+    """Create a user who logs in to the dashboard and the API (OAuth2 password flow)."""
+    if role not in ("officer", "admin"):
+        raise fail(f"--role must be officer or admin, got {role!r}")
+    password, show = _read_password(password_stdin, generate)
+    try:
+        UserCreate(username=username, password=password, role=role)  # type: ignore[arg-type]
+    except ValueError:
+        raise fail(f"username {username!r} must be 1-64 letters, digits, '.', '_', '@' or '-'"
+                   ) from None
+    run(lambda conn: create_user(conn, username, password, role))
+    typer.echo(f"user {username} ({role}) created")
+    if show:
+        typer.echo(f"password: {password}   (shown once; only an Argon2 hash is stored)")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """Every user with role and state."""
+    for row in run(lambda conn: users(conn, 10_000, 0)):
+        state = "disabled" if row["disabled"] else "active"
+        typer.echo(f"{row['username']:<24} {row['role']:<8} {state:<8} since "
+                   f"{row['created_at']:%Y-%m-%d}")
+
+
+def _set_disabled(username: str, disabled: bool) -> None:
+    if run(lambda conn: update_user(conn, username, disabled, None)) is None:
+        raise fail(f"no user {username!r}")
+    typer.echo(f"user {username} {'disabled: its tokens are refused' if disabled else 'enabled'}")
+
+
+@users_app.command("disable")
+def users_disable(username: Annotated[str, typer.Argument(help="login name")]) -> None:
+    """Refuse the user's log-ins and the tokens already issued to them."""
+    _set_disabled(username, True)
+
+
+@users_app.command("enable")
+def users_enable(username: Annotated[str, typer.Argument(help="login name")]) -> None:
+    """Let a disabled user log in again."""
+    _set_disabled(username, False)
+
+
+@users_app.command("password")
+def users_password(
+    username: Annotated[str, typer.Argument(help="login name")],
+    password_stdin: PasswordStdin = False,
+    generate: Generate = False,
+) -> None:
+    """Set a new password."""
+    password, show = _read_password(password_stdin, generate)
+    if run(lambda conn: update_user(conn, username, None, password)) is None:
+        raise fail(f"no user {username!r}")
+    typer.echo(f"password of {username} changed")
+    if show:
+        typer.echo(f"password: {password}   (shown once)")
+
+
+@keys_app.command("issue")
+def keys_issue(
+    borrower_id: Annotated[str, typer.Argument(help="the borrower whose data the key may see")],
+    name: Annotated[str, typer.Option(help="what the key is for, e.g. 'ERP integration'")],
+) -> None:
+    """Issue an API key for an enterprise; the secret is printed once."""
+    if not 0 < len(name) <= 200:
+        raise fail("--name must be 1-200 characters")
+    key, _row = run(lambda conn: issue_api_key(conn, borrower_id, name, "cli"))
+    typer.echo(f"key {key.key_id} for borrower {borrower_id}")
+    typer.echo(f"api key: {key.secret}   (shown once; send it as the X-API-Key header)")
+
+
+@keys_app.command("list")
+def keys_list(
+    borrower: Annotated[str | None, typer.Option(help="only this borrower's keys")] = None,
+) -> None:
+    """Keys with their borrower and state (never the secret)."""
+    for row in run(lambda conn: api_keys(conn, borrower, 10_000, 0)):
+        state = f"revoked {row['revoked_at']:%Y-%m-%d %H:%M}" if row["revoked_at"] else "active"
+        typer.echo(f"{row['key_id']}  {row['borrower_id']:<20} {state:<24} {row['name']}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key id `api-keys list` shows")]
+                ) -> None:
+    """Revoke a key: requests with it are refused (at once here, within `auth_cache_s` elsewhere)."""
+    if run(lambda conn: revoke_api_key(conn, key_id, now())) is None:
+        raise fail(f"no API key {key_id!r}")
+    typer.echo(f"key {key_id} revoked")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(users_app, name="users")
+    app.add_typer(keys_app, name="api-keys")

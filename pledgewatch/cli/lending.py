@@ -1,0 +1,205 @@
+"""`pledgewatch portfolio|prices|facility|release|repay|sale|alerts|engine`: the lending commands.
+
+Each command opens the configured database (or the embedded one, shared with a running demo),
+does one thing, and prints what it did; errors are one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from firmware_sim.market import read_prices_csv
+from lending.domain.model import ReleaseStatus
+from lending.engine import LendingEngine
+from lending.operations import (
+    acknowledge_alert,
+    advance_release,
+    list_alerts,
+    load_portfolio,
+    post_prices,
+    record_sale,
+    request_release,
+    resolve_alert,
+)
+from lending.operations import repay as do_repay
+from lending.portfolio_file import PortfolioError, read_portfolio
+from lending.store import latest_snapshots
+from pledgewatch.cli.common import database, fail, now, run, stop_on_signals
+
+portfolio_app = typer.Typer(help="Load borrowers, facilities, lots and sensors.", no_args_is_help=True)
+prices_app = typer.Typer(help="Commodity prices.", no_args_is_help=True)
+facility_app = typer.Typer(help="Facilities: limit, available, LTV and why.", no_args_is_help=True)
+release_app = typer.Typer(help="Release orders: requested → approved → executed.",
+                          no_args_is_help=True)
+alerts_app = typer.Typer(help="Pledge alerts: list, acknowledge, resolve.", no_args_is_help=True)
+
+
+@portfolio_app.command("load")
+def portfolio_load(
+    path: Annotated[Path, typer.Argument(help="portfolio YAML (everything) or CSV (lots only)")],
+) -> None:
+    """Insert or update a portfolio; a duplicate pledge refuses the whole file and alerts."""
+    try:
+        portfolio = read_portfolio(path)
+    except PortfolioError as exc:
+        raise fail(str(exc)) from None
+    result = run(lambda conn: load_portfolio(conn, portfolio, now()))
+    typer.echo(f"loaded {result.borrowers} borrower(s), {result.facilities} facilit(y/ies), "
+               f"{result.lots} lot(s), {result.commodities} commodit(y/ies), "
+               f"{result.receivables} receivable(s), {result.prices} price(s)")
+
+
+@prices_app.command("post")
+def prices_post(path: Annotated[Path, typer.Argument(help="CSV: time,commodity,price,currency")]) -> None:
+    """Post commodity prices; facilities holding those commodities are revalued."""
+    if not path.is_file():
+        raise fail(f"{path}: no such file")
+    try:
+        rows = read_prices_csv(path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise fail(f"{path}: {exc}") from None
+    points = rows
+    affected = run(lambda conn: post_prices(conn, points))
+    typer.echo(f"posted {len(points)} price(s); {len(affected)} facilit(y/ies) to revalue")
+
+
+@facility_app.command("limit")
+def facility_limit(
+    facility_id: Annotated[str, typer.Argument(help="facility id")],
+    as_json: Annotated[bool, typer.Option("--json", help="every input as JSON")] = False,
+) -> None:
+    """Recompute a facility now and print its limit with the explanation."""
+    with database() as (url, conn):
+        engine = LendingEngine(url)
+        try:
+            results = engine.recompute([facility_id])
+        finally:
+            engine.close()
+        if not results:
+            raise fail(f"no facility {facility_id!r}")
+        row = conn.execute("SELECT reasons FROM limit_snapshots WHERE facility_id = %s"
+                           " ORDER BY time DESC, id DESC LIMIT 1", (facility_id,)).fetchone()
+        snapshot = latest_snapshots(conn, [facility_id]).get(facility_id) or results[0].snapshot
+        reasons: list[str] = row[0] if row else []
+    if as_json:
+        typer.echo(json.dumps({**snapshot.inputs(), "last_change": reasons}, indent=2))
+        return
+    typer.echo(f"facility {facility_id} at {snapshot.time:%Y-%m-%d %H:%M:%S} UTC")
+    typer.echo(snapshot.explain())
+    if reasons:
+        typer.echo("last change: " + "; ".join(reasons))
+
+
+@release_app.command("request")
+def release_request(
+    release_id: Annotated[str, typer.Argument(help="new release order id")],
+    lot_id: Annotated[str, typer.Option(help="lot the goods leave from")],
+    quantity: Annotated[float, typer.Option(min=0.000001, help="units to release")],
+) -> None:
+    """Request a release of goods from a lot (an officer approves it)."""
+    run(lambda conn: request_release(conn, release_id, lot_id, quantity, now()))
+    typer.echo(f"release {release_id}: requested {quantity:g} unit(s) from {lot_id}")
+
+
+def _advance(release_id: str, to: ReleaseStatus) -> None:
+    order = run(lambda conn: advance_release(conn, release_id, to, now()))
+    typer.echo(f"release {release_id}: {order.status} ({order.quantity:g} unit(s) of {order.lot_id})")
+
+
+@release_app.command("approve")
+def release_approve(release_id: Annotated[str, typer.Argument()]) -> None:
+    """Approve a requested release."""
+    _advance(release_id, ReleaseStatus.APPROVED)
+
+
+@release_app.command("execute")
+def release_execute(release_id: Annotated[str, typer.Argument()]) -> None:
+    """Mark an approved release executed: the goods leave and the lot's quantity falls."""
+    _advance(release_id, ReleaseStatus.EXECUTED)
+
+
+@release_app.command("reject")
+def release_reject(release_id: Annotated[str, typer.Argument()]) -> None:
+    """Reject a requested or approved release."""
+    _advance(release_id, ReleaseStatus.REJECTED)
+
+
+def repay(
+    facility_id: Annotated[str, typer.Argument()],
+    amount: Annotated[float, typer.Argument(min=0.01, max=1e14, help="amount repaid")],
+) -> None:
+    """Record a repayment; the facility's outstanding and limit follow."""
+    left = run(lambda conn: do_repay(conn, facility_id, amount, now()))
+    typer.echo(f"facility {facility_id}: repaid {amount:,.2f}, outstanding {left:,.2f}")
+
+
+def sale(
+    facility_id: Annotated[str, typer.Argument()],
+    amount: Annotated[float, typer.Argument(min=0, max=1e14, help="sales amount")],
+) -> None:
+    """Record a sales signal (ERP/POS/invoice) for a facility's borrower."""
+    run(lambda conn: record_sale(conn, facility_id, amount, now()))
+    typer.echo(f"facility {facility_id}: sale of {amount:,.2f} recorded")
+
+
+@alerts_app.command("list")
+def alerts_list(
+    facility: Annotated[str | None, typer.Option(help="only this facility")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="include resolved alerts")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+) -> None:
+    """List alerts, newest first."""
+    alerts = run(lambda conn: list_alerts(conn, facility, all_, limit))
+    if not alerts:
+        typer.echo("no alerts")
+    for a in alerts:
+        typer.echo(f"#{a.id} {a.raised_at:%Y-%m-%d %H:%M:%S} {a.severity:<8} {a.status:<12} "
+                   f"{a.type:<22} {a.facility_id} {a.lot_id or ''}: {a.message}")
+
+
+@alerts_app.command("ack")
+def alerts_ack(alert_id: Annotated[int, typer.Argument(min=1)],
+               by: Annotated[str, typer.Option(help="who acknowledges")] = "officer") -> None:
+    """Acknowledge an open alert."""
+    run(lambda conn: acknowledge_alert(conn, alert_id, by, now()))
+    typer.echo(f"alert #{alert_id} acknowledged by {by}")
+
+
+@alerts_app.command("resolve")
+def alerts_resolve(alert_id: Annotated[int, typer.Argument(min=1)],
+                   comment: Annotated[str, typer.Option(help="why it is resolved")],
+                   by: Annotated[str, typer.Option(help="who resolves")] = "officer") -> None:
+    """Resolve an alert with a comment."""
+    run(lambda conn: resolve_alert(conn, alert_id, by, comment, now()))
+    typer.echo(f"alert #{alert_id} resolved by {by}")
+
+
+def engine(
+    tick: Annotated[float, typer.Option(min=0.5, max=3600, help="seconds between full passes")] = 15.0,
+) -> None:
+    """Run the lending engine: recompute facilities on new telemetry, portfolio changes and time."""
+    with database() as (url, _conn):
+        pass  # checks reachability and migrations; the engine opens its own connections
+    stop = threading.Event()
+    stop_on_signals(stop.set)
+    lending = LendingEngine(url, tick_s=tick)
+    typer.echo(f"lending engine: listening (full pass every {tick:g}s)")
+    lending.run(stop)
+    typer.echo(f"lending engine stopped: {lending.stats.assessed} assessments, "
+               f"{lending.stats.snapshots} snapshots, {lending.stats.alerts_raised} alerts")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(portfolio_app, name="portfolio")
+    app.add_typer(prices_app, name="prices")
+    app.add_typer(facility_app, name="facility")
+    app.add_typer(release_app, name="release")
+    app.add_typer(alerts_app, name="alerts")
+    app.command("repay")(repay)
+    app.command("sale")(sale)
+    app.command("engine")(engine)
