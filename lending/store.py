@@ -38,7 +38,7 @@ from lending.domain.model import (
     ReleaseOrder,
     ReleaseStatus,
 )
-from lending.domain.quantity import LotObservation
+from lending.domain.observation import observe
 
 LENDING_CHANNEL = "pw_lending"  # payload: facility ids (comma-separated) or "*" for all
 ALERTS_CHANNEL = "pw_alerts"  # payload: JSON {"id", "facility_id", "type", "status"}
@@ -102,7 +102,8 @@ SELECT d.id, m.metric, r.time, r.value
 
 @dataclass
 class SeriesCache:
-    """Recent readings of each bound device, fetched incrementally (only what is newer)."""
+    """Recent readings of each bound device, fetched incrementally (only what is newer); the
+    :class:`lending.domain.observation.SeriesSource` that :func:`load_inputs` observes lots from."""
 
     window: int = 120
     series: dict[tuple[str, str], deque[tuple[datetime, float]]] = field(default_factory=dict)
@@ -129,44 +130,6 @@ class SeriesCache:
 
     def get(self, device: str, metric: str) -> Sequence[tuple[datetime, float]]:
         return self.series.get((device, metric), ())
-
-
-def observe(lot: Lot, cache: SeriesCache, status: Mapping[str, tuple[bool, datetime | None]],
-            now: datetime, door_window: timedelta) -> LotObservation:
-    """The lot's observation from its bound devices' cached readings and status."""
-    weight: Sequence[tuple[datetime, float]] = ()
-    rfid: Sequence[tuple[datetime, float]] = ()
-    doors: list[datetime] = []
-    latest: dict[str, tuple[datetime, float]] = {}
-    tampered: set[str] = set()
-    for device in lot.sensors:
-        weight = weight or cache.get(device, "weight_kg")
-        rfid = rfid or cache.get(device, "rfid_count")
-        doors.extend(t for t, v in cache.get(device, "door_open") if v and now - t <= door_window)
-        for metric in ("temp_c", "humidity_pct", "lat", "lon"):
-            values = cache.get(device, metric)
-            if values and (metric not in latest or values[-1][0] > latest[metric][0]):
-                latest[metric] = values[-1]
-        tamper = cache.get(device, "tamper")
-        if tamper and tamper[-1][1]:
-            tampered.add(device)
-    last_seen = {d: s[1] for d, s in status.items() if d in lot.sensors and s[1] is not None}
-    offline = frozenset(d for d, s in status.items() if d in lot.sensors and not s[0])
-    position = None
-    position_at = None
-    if "lat" in latest and "lon" in latest:
-        position = (latest["lat"][1], latest["lon"][1])
-        position_at = max(latest["lat"][0], latest["lon"][0])
-    return LotObservation(
-        now=now,
-        weight_times=tuple(t for t, _ in weight), weight_kg=tuple(v for _, v in weight),
-        rfid_times=tuple(t for t, _ in rfid), rfid_count=tuple(v for _, v in rfid),
-        last_seen=last_seen, offline=offline, tampered=frozenset(tampered),
-        door_open_at=tuple(sorted(doors)),
-        temp_c=latest["temp_c"][1] if "temp_c" in latest else None,
-        humidity_pct=latest["humidity_pct"][1] if "humidity_pct" in latest else None,
-        position=position, position_at=position_at,
-    )
 
 
 # --- loading ---------------------------------------------------------------------------------------

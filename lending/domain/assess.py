@@ -1,7 +1,8 @@
 """One facility, assessed: verify lots → value them → limit snapshot → alert rules → events.
 
-This is the whole engine for one facility as a pure function; the service loads its inputs,
-calls :func:`assess`, and persists what comes back.
+This is the whole engine for one facility as a pure function; the engine (:mod:`lending.engine`)
+loads its inputs through :func:`lending.store.load_inputs`, calls :func:`assess`, and persists what
+comes back with :func:`lending.store.persist`.
 """
 
 from __future__ import annotations

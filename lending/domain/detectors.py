@@ -3,7 +3,8 @@ geofences and sales collapses.
 
 Pure numpy: values in, values out. Every function takes plain sequences or arrays of finite floats
 (the gateway dead-letters non-finite readings before they reach the lending domain) and returns
-plain values, so the service layer decides what an alarm means for a facility.
+plain values, so the alert rules (:mod:`lending.domain.rules`) decide what an alarm means for a
+facility.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Whole-portfolio revaluation on a price tick, vectorised with numpy.
 
-A price tick moves every lot of a commodity at once, so the service layer revalues the whole book
-in one pass over flat arrays (structure of arrays) instead of looping over lots:
+A price tick moves every lot of a commodity at once, so the whole book can be revalued in one pass
+over flat arrays (structure of arrays) instead of looping over lots:
 
     lot value        = verified quantity * price[commodity] * (1 - haircut[commodity])
     collateral       = sum of lot values per facility
@@ -12,6 +12,12 @@ in one pass over flat arrays (structure of arrays) instead of looping over lots:
 
 :func:`revalue_python` is the same computation as a plain-Python loop, kept as the benchmark
 baseline and as an independent check; both sum in lot order, so they agree to the last bit.
+
+Nothing in the running system calls this module yet: the engine (:mod:`lending.engine`) assesses
+facility by facility (:func:`lending.domain.assess.assess`, with trust, haircuts from volatility and
+the alert rules). This kernel is what a vectorised engine path would use for the price-tick part of
+that work; today only its benchmark, ``pledgewatch bench revalue`` (``bench/revalue.py``), and the
+unit tests run it.
 """
 
 from __future__ import annotations
