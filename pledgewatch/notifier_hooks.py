@@ -14,7 +14,8 @@ from fastapi import FastAPI
 
 from api.app import Hook
 from gateway.mqtt import MqttTarget, parse_mqtt_url
-from notifier.worker import Notifier, NotifierConfig
+from notifier.config import NotifierConfig
+from notifier.worker import Notifier
 from pledgewatch.settings import Settings
 
 NOTIFIER_USER = "pledgewatch-notifier"  # its broker account; the ACL lets it write pw/alerts/#

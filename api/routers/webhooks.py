@@ -17,7 +17,8 @@ from api.schemas import (
     WebhookDeliveryPublic,
     WebhookPublic,
 )
-from notifier import worker as notify
+from notifier import webhook_store
+from notifier.signing import new_secret
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
@@ -29,12 +30,12 @@ WebhookId = Annotated[int, Path(ge=1, le=2**63 - 1, description="webhook id")]
 def create_webhook(conn: ConnDep, officer: BankUser, body: WebhookCreate) -> dict[str, Any]:
     """Register an http(s) receiver of alert events, for one borrower or (no `borrower_id`) the
     whole portfolio. Without a `secret` one is generated and returned in this answer only."""
-    if body.borrower_id is not None and not notify.borrower_exists(conn, body.borrower_id):
+    if body.borrower_id is not None and not webhook_store.borrower_exists(conn, body.borrower_id):
         raise ApiProblem(422, f"borrower_id: no borrower {body.borrower_id!r}")
-    secret = body.secret or notify.new_secret()
+    secret = body.secret or new_secret()
     try:
-        row = notify.create_webhook(conn, body.url, secret, body.borrower_id, body.description,
-                                    officer.subject)
+        row = webhook_store.create_webhook(conn, body.url, secret, body.borrower_id,
+                                           body.description, officer.subject)
     except ValueError as exc:
         raise ApiProblem(422, f"url: {exc}") from None
     return {**row, "secret": None if body.secret else secret}
@@ -43,12 +44,12 @@ def create_webhook(conn: ConnDep, officer: BankUser, body: WebhookCreate) -> dic
 @router.get("", response_model=Page[WebhookPublic], responses=responses(401, 403, 422))
 def list_webhooks(conn: ConnDep, _officer: BankUser, page: PageDep, active: bool | None = None,
                   borrower_id: Slug | None = None) -> Page[Any]:
-    return page.page(notify.webhooks(conn, page.limit + 1, page.offset, active=active,
-                                     borrower_id=borrower_id))
+    return page.page(webhook_store.webhooks(conn, page.limit + 1, page.offset, active=active,
+                                            borrower_id=borrower_id))
 
 
 def _webhook(conn: ConnDep, webhook_id: int) -> dict[str, Any]:
-    return found(notify.webhook(conn, webhook_id), "webhook", webhook_id)
+    return found(webhook_store.webhook(conn, webhook_id), "webhook", webhook_id)
 
 
 @router.get("/{webhook_id}", response_model=WebhookPublic, responses=responses(401, 403, 404, 422))
@@ -60,7 +61,7 @@ def get_webhook(conn: ConnDep, _officer: BankUser, webhook_id: WebhookId) -> dic
                responses=responses(401, 403, 404, 422))
 def deactivate_webhook(conn: ConnDep, _officer: BankUser, webhook_id: WebhookId) -> dict[str, Any]:
     """Deactivate: nothing more is sent, pending deliveries are cancelled, the log is kept."""
-    return found(notify.deactivate_webhook(conn, webhook_id), "webhook", webhook_id)
+    return found(webhook_store.deactivate_webhook(conn, webhook_id), "webhook", webhook_id)
 
 
 @router.get("/{webhook_id}/deliveries", response_model=Page[WebhookDeliveryPublic],
@@ -71,8 +72,8 @@ def list_deliveries(
 ) -> Page[Any]:
     """The delivery log, newest first: one entry per event, with every attempt."""
     _webhook(conn, webhook_id)
-    return page.page(notify.deliveries(conn, webhook_id, page.limit + 1, page.offset,
-                                       status=status))
+    return page.page(webhook_store.deliveries(conn, webhook_id, page.limit + 1, page.offset,
+                                              status=status))
 
 
 @router.post("/{webhook_id}/test", response_model=WebhookDeliveryPublic, status_code=202,
@@ -81,4 +82,4 @@ def test_webhook(conn: ConnDep, officer: BankUser, webhook_id: WebhookId) -> dic
     """Queue a signed `ping` to this webhook; follow it in the delivery log."""
     if not _webhook(conn, webhook_id)["active"]:
         raise ApiProblem(409, f"webhook {webhook_id} is deactivated")
-    return notify.enqueue_ping(conn, webhook_id, officer.subject)
+    return webhook_store.enqueue_ping(conn, webhook_id, officer.subject)

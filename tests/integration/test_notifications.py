@@ -21,10 +21,13 @@ import psycopg
 import pytest
 
 from gateway.mqtt import MqttTarget, connected_client, parse_mqtt_url
-from lending import service
+from lending import operations as service
 from lending.domain.alerts import Alert, AlertType, PledgeAlertEscalated, Severity
 from lending.store import apply_alert_events, insert_alert
-from notifier.worker import Notifier, NotifierConfig, create_webhook, verify
+from notifier.config import NotifierConfig
+from notifier.signing import verify
+from notifier.webhook_store import create_webhook, deactivate_webhook
+from notifier.worker import Notifier
 from pledgewatch.broker.mosquitto import Mosquitto, mosquitto_binary
 from pledgewatch.net import free_port
 from pledgewatch.notifier_hooks import NOTIFIER_USER, build_notifier, notifier_config
@@ -324,8 +327,6 @@ def test_a_slow_receiver_times_out_and_is_retried(db: str) -> None:
 
 
 def test_a_deactivated_webhook_gets_nothing_more(db: str, receiver: Receiver) -> None:
-    from notifier.worker import deactivate_webhook
-
     webhook_id = add_webhook(db, receiver.url)
     raise_alert(db)  # pending: no notifier runs
     with psycopg.connect(db, autocommit=True) as conn:

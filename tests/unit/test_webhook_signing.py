@@ -5,19 +5,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from notifier.worker import (
-    alert_topic,
-    backoff_s,
-    check_webhook_url,
-    event_body,
-    new_secret,
-    sign,
-    verify,
-)
+from notifier.events import alert_topic, backoff_s, check_webhook_url, event_body
+from notifier.signing import new_secret, sign, verify
+
+ROOT = Path(__file__).resolve().parents[2]
+IO_PACKAGES = ("httpx", "paho", "psycopg", "fastapi")
 
 SECRET = "s" * 40
 BODY = b'{"id":1,"type":"alert.raised"}'
@@ -115,3 +114,13 @@ def test_topics_carry_borrower_and_facility_without_wildcards() -> None:
     assert alert_topic("pw/alerts/v1", "sup-a", "fac-1") == "pw/alerts/v1/sup-a/fac-1"
     assert alert_topic("pw/alerts/v1/", "a/b", "c+#") == "pw/alerts/v1/a_b/c__"
     assert alert_topic("x", None, "f") == "x/_/f"
+
+
+@pytest.mark.parametrize("module", ["notifier.signing", "notifier.events"])
+def test_signing_and_shaping_load_no_io_library(module: str) -> None:
+    """A receiver verifying a signature imports neither HTTP, MQTT, database nor API code."""
+    script = (f"import sys, {module}\n"
+              f"print(sorted(m for m in sys.modules if m.split('.')[0] in {IO_PACKAGES!r}))")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]", result.stdout

@@ -33,7 +33,7 @@ from starlette.routing import Mount
 from api.problems import MEDIA_TYPE
 from api.security import ALGORITHM, ISSUER, Role, issue_token
 from lending import operations as service
-from notifier import worker as notify
+from notifier.webhook_store import create_webhook
 from tests.integration.api.conftest import DEVICE, FAC, JWT_SECRET, LOT, A, B, World, login
 
 pytestmark = pytest.mark.integration
@@ -73,8 +73,8 @@ class Ctx:
         return {"facility_id": FAC[borrower], "snapshot_id": str(row[0])}
 
     def webhook(self, borrower: str) -> Params:
-        row = notify.create_webhook(self.conn, "https://hooks.example.com/pledgewatch",
-                                    secrets.token_hex(16), borrower, "matrix", "officer")
+        row = create_webhook(self.conn, "https://hooks.example.com/pledgewatch",
+                             secrets.token_hex(16), borrower, "matrix", "officer")
         return {"webhook_id": str(row["id"])}
 
     def receivable(self, borrower: str) -> Params:

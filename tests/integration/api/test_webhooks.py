@@ -10,7 +10,9 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from notifier.worker import Notifier, NotifierConfig, verify
+from notifier.config import NotifierConfig
+from notifier.signing import verify
+from notifier.worker import Notifier
 from pledgewatch.http import create_app
 from pledgewatch.notifier_hooks import notifier_hooks
 from tests.integration.api.conftest import FAC, A, World, login
