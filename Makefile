@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DASHBOARD := api/dashboard
 NPM_STAMP := $(DASHBOARD)/node_modules/.installed
 
-.PHONY: install system-deps demo test test-unit test-integration lint bench clean
+.PHONY: install system-deps demo test test-unit test-integration test-e2e lint bench clean
 
 install: $(STAMP) system-deps $(NPM_STAMP)
 
@@ -48,15 +48,25 @@ system-deps:
 demo: install
 	$(BIN)/pledgewatch demo $(ARGS)
 
+# Each run gets a private --basetemp (tests/conftest.py), so two runs can share the machine.
 test: install
 	$(BIN)/python -m pytest
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit
 
+test-integration: install
+	$(BIN)/python -m pytest tests/integration
+
+test-e2e: install
+	$(BIN)/python -m pytest tests/e2e
+
+# ruff (style and defects), mypy (strict on product code, checked tests) and import-linter (the
+# layers and contracts in pyproject.toml: a wrong-way import fails here).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 bench: install
 	$(BIN)/pledgewatch bench ingest --messages 100000
@@ -65,4 +75,5 @@ bench: install
 	$(BIN)/pledgewatch bench api --repeat 3
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis $(DASHBOARD)/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache \
+	  $(DASHBOARD)/node_modules build dist *.egg-info

@@ -1,2 +1,4 @@
-"""MQTT ingestion: topic scheme, payload decoding and validation, device identity, batching,
-commit-then-ack, dead letters and shared-subscription scale-out."""
+"""MQTT in: the paho client and its persistent session (``mqtt``), batching and commit-then-ack
+(``ingest``, ``consumer``), the writer process beside the network loop (``writer_process``) and
+Prometheus metrics. What a message may say is the contract's (:mod:`telemetry.contract`); how it is
+stored is the store's (:mod:`telemetry.writer`)."""

@@ -81,7 +81,7 @@ def connect_kwargs(target: MqttTarget, *, persistent: bool, session_expiry_s: in
     """Arguments for ``client.connect``: MQTT 5 clean start off plus a session expiry."""
     kwargs: dict[str, object] = {"host": target.host, "port": target.port, "keepalive": keepalive}
     if target.protocol == "5":
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         if persistent:
             props.SessionExpiryInterval = session_expiry_s
         props.ReceiveMaximum = receive_maximum

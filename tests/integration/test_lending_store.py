@@ -312,7 +312,7 @@ def test_a_pledge_committed_between_the_check_and_the_write_is_still_refused(
     b = portfolio({"lots": [{"id": "lot-x", "facility": "fac-b", "commodity": "copper",
                              "declared_quantity": 5, "unit_weight_kg": 1000,
                              "registration_no": "REG-XB", "sensors": ["lc-xb"]}]})
-    real_terms_json = service.terms_json
+    real_terms_json = service.terms_json  # type: ignore[attr-defined]
     b_outcome: list[str] = []
 
     def terms_json_after_b_commits(terms: Any) -> Any:

@@ -391,7 +391,7 @@ def test_the_notifier_account_publishes_and_bank_systems_read_through_the_acl(
     users = {NOTIFIER_USER: "notifier-secret-1", "pledgewatch-bank": "bank-secret-1",
              "wh-a": "device-secret-1"}
     with Mosquitto(tmp_path / "mosquitto", users=users) as secured:
-        settings = Settings(state_dir=tmp_path / "state",  # type: ignore[call-arg]
+        settings = Settings(state_dir=tmp_path / "state",
                             notifier_mqtt_url=secured.url(NOTIFIER_USER))
         prefix = settings.alert_topic_prefix
         assert notifier_config(settings).topic_prefix == "pw/alerts/v1"
@@ -427,7 +427,7 @@ def test_events_the_broker_refuses_stay_in_the_outbox(db: str, tmp_path: Path) -
 
 
 def test_the_notifier_can_be_switched_off(tmp_path: Path) -> None:
-    off = Settings(state_dir=tmp_path, notifier_enabled=False)  # type: ignore[call-arg]
+    off = Settings(state_dir=tmp_path, notifier_enabled=False)
     assert build_notifier(off, "postgresql://unused/x", None) is None
 
 

@@ -16,6 +16,7 @@ table the tests check that:
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from starlette.routing import Mount
 from api.problems import MEDIA_TYPE
 from api.security import ALGORITHM, ISSUER, Role, issue_token
 from lending import operations as service
+from lending.domain.model import ReleaseStatus
 from notifier.webhook_store import create_webhook
 from tests.integration.api.conftest import DEVICE, FAC, JWT_SECRET, LOT, A, B, World, login
 
@@ -62,7 +64,7 @@ class Ctx:
         release_id = self.unique(f"rel-{borrower}")
         service.request_release(self.conn, release_id, LOT[borrower], 1, datetime.now(UTC))
         if approved:
-            service.advance_release(self.conn, release_id, service.ReleaseStatus.APPROVED,
+            service.advance_release(self.conn, release_id, ReleaseStatus.APPROVED,
                                     datetime.now(UTC))
         return {"release_id": release_id}
 
@@ -409,7 +411,7 @@ def test_forged_tokens_are_401(api: TestClient, as_officer: dict[str, str]) -> N
     # An officer's real token with the payload changed to say admin (signature no longer fits).
     header, _payload, signature = as_officer["Authorization"].removeprefix("Bearer ").split(".")
     tampered_payload = jwt.utils.base64url_encode(
-        jwt.api_jws.json.dumps({**claims, "sub": "officer"}).encode()).decode()
+        json.dumps({**claims, "sub": "officer"}).encode()).decode()
     tampered = f"{header}.{tampered_payload}.{signature}"
     enterprise_role = jwt.encode({**claims, "role": "enterprise"}, JWT_SECRET, algorithm=ALGORITHM)
     for token in (other_secret, alg_none, tampered, enterprise_role):

@@ -12,6 +12,7 @@ fresh database) serves every operation of a caller, which keeps the whole run we
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 from datetime import timedelta
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def test_api_conforms_to_its_schema(world: World, api_schema: schemathesis.BaseS
             @settings(max_examples=examples, deadline=None, database=None,
                       suppress_health_check=list(HealthCheck),
                       phases=[Phase.explicit, Phase.generate, Phase.shrink])
-            def run(case: schemathesis.Case) -> None:
+            def run(case: schemathesis.Case[Any]) -> None:
                 for name in AUTH_HEADERS:  # generated from the security schemes: ours instead
                     if case.headers is not None:
                         case.headers.pop(name, None)
