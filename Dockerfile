@@ -6,6 +6,15 @@
 #   docker build -t pledgewatch .
 #   docker run --rm pledgewatch --help
 
+# --- dashboard: the browser libraries from the npm registry (api/dashboard/package-lock.json) ---
+# No install scripts run; the wheel takes from node_modules only the files the app serves
+# (pyproject.toml, [tool.setuptools.package-data]).
+FROM node:20-slim AS dashboard
+
+WORKDIR /src/api/dashboard
+COPY api/dashboard/package.json api/dashboard/package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+
 # --- build: install the project and its dependencies into a virtualenv -----------------------
 FROM python:3.11-slim AS build
 
@@ -18,12 +27,22 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # README.md is named by pyproject.toml (`readme`), so the build needs it.
 COPY pyproject.toml README.md ./
+# The packages of the wheel (pyproject.toml, [tool.setuptools.packages.find]); bench/ and tests/
+# are tooling of the checkout and stay out.
+COPY api/ api/
 COPY gateway/ gateway/
 COPY telemetry/ telemetry/
 COPY lending/ lending/
+COPY notifier/ notifier/
+COPY schema/ schema/
 COPY firmware_sim/ firmware_sim/
 COPY pledgewatch/ pledgewatch/
-RUN pip install .
+COPY --from=dashboard /src/api/dashboard/node_modules/ api/dashboard/node_modules/
+# The check runs isolated (-I), so it imports the installed package, not the sources in /src.
+RUN pip install . \
+ && python -I -c "from api.dashboard import swagger_ui_available; from api.app import DASHBOARD_DIR; \
+assert swagger_ui_available(DASHBOARD_DIR) and (DASHBOARD_DIR / 'static' / 'index.html').is_file(), \
+'the dashboard assets are missing from the installed package'"
 
 # --- runtime: the virtualenv, a non-root user, nothing else ----------------------------------
 FROM python:3.11-slim
@@ -47,7 +66,7 @@ COPY --from=build /opt/venv /opt/venv
 USER pledgewatch:pledgewatch
 WORKDIR /home/pledgewatch
 
-# 8000: `pledgewatch serve` (health, latest readings, /metrics); 9108: gateway Prometheus port.
+# 8000: `pledgewatch serve` (API, /docs, the dashboard, /metrics); 9108: gateway Prometheus port.
 EXPOSE 8000 9108
 
 ENTRYPOINT ["pledgewatch"]

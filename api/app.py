@@ -35,6 +35,9 @@ from api.routers import (
 )
 
 API_PREFIX = "/api/v1"
+# The dashboard's pages and browser libraries: the checkout's api/dashboard (static/ and, after
+# `make install`, node_modules), or the installed package's copy of the files it serves
+# (pyproject.toml, [tool.setuptools.package-data]); see api/dashboard/__init__.py.
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
 
 Hook = Callable[[FastAPI], None]
@@ -67,6 +70,9 @@ def create_app(database_url: str, config: ApiConfig, *, registry: CollectorRegis
                 hub.stop()
             pool.close()
 
+    # Swagger UI from node_modules/swagger-ui-dist (a checkout after `make install`, or the installed
+    # package, which ships its bundle, stylesheet and icon). Only a checkout without `npm ci` falls
+    # back to FastAPI's /docs, which loads Swagger UI from a CDN.
     offline_docs = swagger_ui_available(DASHBOARD_DIR)
     app = FastAPI(
         title="PledgeWatch", version="0.1.0", lifespan=lifespan,

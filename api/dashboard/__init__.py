@@ -1,10 +1,18 @@
-"""The loan officers' dashboard: static pages served by the API app, with Chart.js and Leaflet
-installed from the npm registry (``make install`` runs ``npm ci`` here) and served from this
-process, so nothing is fetched from the network at run time.
+"""The loan officers' dashboard: static pages served by the API app, with Chart.js, Leaflet and
+Swagger UI (the API's ``/docs``) installed from the npm registry into ``node_modules`` here and
+served from this process, so nothing is fetched from the network at run time.
 
-Only the ``dist`` folders of the browser libraries are served (under ``/vendor/<package>/``), and
-every dashboard and vendor response carries a strict Content-Security-Policy: scripts, styles and
-connections from this origin only, no inline script."""
+Where the files come from: in a checkout, ``static/`` and ``node_modules`` (``make install`` runs
+``npm ci`` here). In the installed package (the wheel, the Docker image, whose build stage runs
+``npm ci --ignore-scripts`` first), ``static/`` and only the ``node_modules`` files the pages load,
+with each library's licence: ``[tool.setuptools.package-data]`` in pyproject.toml lists them, and
+tests/integration/test_wheel.py serves them from an installed wheel. A new file the pages load
+goes in that list too, or the installed dashboard lacks it.
+
+Under ``/vendor/<package>/`` only the folder of each library named in ``VENDOR_DIST`` is served
+(``dist``; Swagger UI's package root), and every dashboard and vendor response carries a strict
+Content-Security-Policy: scripts, styles and connections from this origin only, no inline
+script."""
 
 from __future__ import annotations
 

@@ -36,18 +36,21 @@ def load_bench_app() -> typer.Typer | None:
     return bench_app
 
 
-def _unavailable_app() -> typer.Typer:
-    unavailable = typer.Typer(help="Benchmarks (run from a source checkout: not in the package).")
+UNAVAILABLE = ("the benchmarks live in the source checkout's bench/ folder, which the installed "
+               "package does not ship; run them from a checkout (make bench)")
 
-    @unavailable.callback(invoke_without_command=True,
-                          context_settings={"allow_extra_args": True,
-                                            "ignore_unknown_options": True})
-    def bench() -> None:
-        raise fail("the benchmarks live in the source checkout's bench/ folder, which the installed "
-                   "package does not ship; run them from a checkout (make bench)")
 
-    return unavailable
+def _unavailable() -> None:
+    """Benchmarks (run from a source checkout: not in the installed package)."""
+    raise fail(UNAVAILABLE)
 
 
 def register_bench(app: typer.Typer) -> None:
-    app.add_typer(load_bench_app() or _unavailable_app(), name="bench")
+    bench_app = load_bench_app()
+    if bench_app is not None:
+        app.add_typer(bench_app, name="bench")
+        return
+    # One command that takes any words: `bench`, `bench --help` and `bench ingest …` all say why.
+    app.command("bench", context_settings={"allow_extra_args": True,
+                                           "ignore_unknown_options": True,
+                                           "help_option_names": []})(_unavailable)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from argon2 import PasswordHasher
+from argon2.exceptions import VerifyMismatchError
 
 from schema.migrate import MIGRATIONS_DIR
 from schema.timescale import timescaledb_available
@@ -123,8 +125,6 @@ def test_devices_add_shows_the_password_once_and_stores_only_a_hash(migrated_db:
     assert digest.startswith("$argon2")
     assert password not in digest
 
-    from argon2 import PasswordHasher
-    from argon2.exceptions import VerifyMismatchError
 
     assert PasswordHasher().verify(digest, password)
     with pytest.raises(VerifyMismatchError):

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from telemetry.contract.topics import status_topic, telemetry_topic
+from telemetry.provisioning import set_enabled
 from tests.support import Publisher, Stack, running_gateway, telemetry, wait_until
 
 pytestmark = pytest.mark.integration
@@ -89,8 +90,6 @@ def test_each_bad_input_class_is_kept_with_its_reason(stack: Stack) -> None:
 def test_a_device_disabled_while_the_gateway_runs_is_refused_and_kept(stack: Stack) -> None:
     """The registry is re-read on every housekeeping pass: no unknown device is needed to notice
     that a known one was disabled (or enabled again)."""
-    from telemetry.provisioning import set_enabled
-
     stack.register("wh-off")
     topic = telemetry_topic(stack.tenant, "wh-off")
     with running_gateway(stack, stack.gateway_config(device_offline_after_s=2)) as gw, \

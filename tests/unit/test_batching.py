@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from telemetry.contract.payload import Accepted, Reading, StatusChange
-from telemetry.writer import Batch, DeadLetter, WriteResult, _last_seen, _reading_rows
+from telemetry.writer import (
+    _READING_COLUMNS,
+    _READING_TYPES,
+    Batch,
+    DeadLetter,
+    WriteResult,
+    _last_seen,
+    _reading_rows,
+)
 
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -34,8 +42,6 @@ def test_reading_rows_one_row_per_reading_with_the_message_identity() -> None:
 
 
 def test_reading_rows_match_the_staging_columns() -> None:
-    from telemetry.writer import _READING_COLUMNS, _READING_TYPES
-
     row = next(iter(_reading_rows([msg("d", 1)])))
     assert len(row) == len(_READING_TYPES) == len(_READING_COLUMNS.strip("()").split(","))
 

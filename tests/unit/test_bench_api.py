@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 import pytest
 
+import bench.api
 from bench.api import (
     BASELINE,
     WrkError,
@@ -17,6 +19,8 @@ from bench.api import (
     snapshot_inputs,
     summarise,
 )
+from lending.domain.model import ProductTerms
+from pledgewatch.settings import load_settings
 
 OK = """\
 Running 1s test @ http://127.0.0.1:18001/api/v1/facilities/bench-f-000000/limit
@@ -126,10 +130,6 @@ def test_line_format_ratio_and_medians() -> None:
 
 
 def test_bulk_snapshot_inputs_are_the_engines_shape() -> None:
-    from datetime import UTC, datetime
-
-    from lending.domain.model import ProductTerms
-
     snap = snapshot(7, datetime(2026, 1, 2, tzinfo=UTC), 250.0, ProductTerms())
     assert snapshot_inputs(snap) == snap.inputs()
     assert 0 < snap.ltv < 1 and not math.isinf(snap.ltv)
@@ -137,11 +137,8 @@ def test_bulk_snapshot_inputs_are_the_engines_shape() -> None:
 
 def test_missing_wrk_names_the_package(monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    from bench import api
-    from pledgewatch.settings import load_settings
-
-    monkeypatch.setattr(api, "wrk_binary", lambda: None)
-    code = api.run_api_bench(load_settings(), facilities=10, connections=1, duration="1s", threads=1,
+    monkeypatch.setattr(bench.api, "wrk_binary", lambda: None)
+    code = bench.api.run_api_bench(load_settings(), facilities=10, connections=1, duration="1s", threads=1,
                              repeat=1, warmup="1s", workdir=None)
     assert code == 2
     assert "apt-get install wrk" in capsys.readouterr().err

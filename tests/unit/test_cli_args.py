@@ -17,6 +17,9 @@ from typer.testing import CliRunner, Result
 
 from firmware_sim.scenarios import SCENARIOS
 from pledgewatch.cli.main import app
+from pledgewatch.net import free_port
+from pledgewatch.runtime import running_embedded_broker
+from pledgewatch.settings import Settings
 
 BOX = re.compile(r"[│╭╮╰╯─]")
 
@@ -182,10 +185,6 @@ def test_one_message_names_every_bad_variable() -> None:
 
 def test_sim_ignores_the_note_of_an_embedded_broker_that_is_gone(tmp_path: Path) -> None:
     """A gateway killed with SIGKILL leaves state_dir/embedded.json behind; sim must not use it."""
-    from pledgewatch.net import free_port
-    from pledgewatch.runtime import running_embedded_broker
-    from pledgewatch.settings import Settings
-
     settings = Settings(state_dir=tmp_path)
     (tmp_path / "embedded.json").write_text(f'{{"mqtt_url": "mqtt://127.0.0.1:{free_port()}"}}')
     assert running_embedded_broker(settings) is None

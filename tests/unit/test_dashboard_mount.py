@@ -10,6 +10,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.dashboard import CSP, mount
+from pledgewatch.http import create_app
+from pledgewatch.settings import Settings
 
 
 def make_dashboard(root: Path) -> Path:
@@ -59,9 +61,6 @@ def test_the_shipped_page_has_nothing_inline_that_the_csp_would_block() -> None:
 
 
 def test_the_api_docs_load_nothing_from_another_origin() -> None:
-    from pledgewatch.http import create_app
-    from pledgewatch.settings import Settings
-
     settings = Settings(jwt_secret="d" * 32)  # type: ignore[arg-type]
     client = TestClient(create_app("postgresql://unused/db", settings=settings, live=False))
     html = client.get("/docs").text

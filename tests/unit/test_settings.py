@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pledgewatch.http import api_config
 from pledgewatch.settings import Settings, SettingsError, load_settings
 
 
@@ -232,8 +233,6 @@ def test_settings_error_is_not_a_pydantic_error(monkeypatch: pytest.MonkeyPatch)
 
 def test_production_refuses_to_serve_the_api_without_a_token_secret(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from pledgewatch.http import api_config
-
     env(monkeypatch, environment="production", database_url="postgresql://db/pw",
         mqtt_url="mqtts://broker:8883")
     settings = load_settings()  # the gateway and the engine need no token secret

@@ -31,6 +31,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 from starlette.routing import Mount
 
+from api.accounts import issue_api_key
 from api.problems import MEDIA_TYPE
 from api.security import ALGORITHM, ISSUER, Role, issue_token
 from lending import operations as service
@@ -87,8 +88,6 @@ class Ctx:
         return {"receivable_id": receivable_id}
 
     def api_key(self, borrower: str) -> Params:
-        from api.accounts import issue_api_key
-
         _key, row = issue_api_key(self.conn, borrower, self.unique("spare"), "admin")
         return {"key_id": row["key_id"]}
 

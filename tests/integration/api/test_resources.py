@@ -4,6 +4,7 @@ problem and nothing stored. (Who may reach whose objects is the matrix in test_a
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +15,8 @@ from argon2.exceptions import VerifyMismatchError
 from fastapi.testclient import TestClient
 
 from api.problems import MEDIA_TYPE
+from lending.engine import LendingEngine
+from lending.store import latest_snapshots
 from tests.integration.api.conftest import DEVICE, FAC, LOT, A, B, World
 
 pytestmark = pytest.mark.integration
@@ -349,8 +352,6 @@ def test_price_uploads_refused_whole(api: TestClient, world: World,
 
 
 def _json(body: Any) -> bytes:
-    import json
-
     return json.dumps(body).encode()  # NaN stays NaN (Python's json writes it)
 
 
@@ -378,9 +379,6 @@ def test_enterprise_posts_sales_and_receivables(api: TestClient, as_a: dict[str,
 
 def test_an_enterprises_receivable_counts_only_once_an_officer_verified_it(
         api: TestClient, world: World, as_a: dict[str, str], as_officer: dict[str, str]) -> None:
-    from lending.engine import LendingEngine
-    from lending.store import latest_snapshots
-
     def eligible() -> float:
         engine = LendingEngine(world.url)
         engine.recompute([FAC[A]])
