@@ -114,7 +114,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return problem_response(request, 500, "an internal error; it has been logged")
 
 

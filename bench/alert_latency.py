@@ -31,11 +31,12 @@ from bench.stats import median, percentile
 from gateway.consumer import Gateway, GatewayConfig
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import MqttTarget, connected_client, publish_qos1
+from lending.engine import LendingEngine
 from lending.operations import load_portfolio
 from lending.portfolio_file import PortfolioIn
 from lending.store import ALERTS_CHANNEL
 from pledgewatch.embedded import EmbeddedPostgres
-from pledgewatch.runtime import gateway_config
+from pledgewatch.runtime import gateway_config, time_series_options
 from pledgewatch.settings import Settings
 from schema.migrate import apply_all
 from telemetry.contract.payload import DeviceInfo
@@ -118,8 +119,6 @@ def run_gateway(url: str, target: MqttTarget, config: GatewayConfig, ready: Any,
 
 def run_engine(url: str, ready: Any, stop: Any, out: Any) -> None:
     """Child process: the lending engine until ``stop``; reports its cycle count."""
-    from lending.engine import LendingEngine
-
     engine = LendingEngine(url, tick_s=30.0)
     done = threading.Event()
 
@@ -174,7 +173,7 @@ def run_alert_latency_bench(settings: Settings, *, rate: float, devices: int, tr
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pw-bench-")))
         url = stack.enter_context(scratch_database(settings, workdir))
         target, broker_name = prepare_broker(settings, stack, workdir)
-        apply_all(url)
+        apply_all(url, time_series_options(settings))
         now = datetime.now(UTC)
         with psycopg.connect(url) as conn:
             register_devices(conn, [DeviceInfo(background_device(i), TENANT, "warehouse")

@@ -31,8 +31,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,17 +40,23 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from fastapi import FastAPI, HTTPException
 from psycopg import sql
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
 
+from api.accounts import issue_api_key
 from bench.stats import median
 from lending.domain.alerts import AlertType, Severity
 from lending.domain.limits import LimitSnapshot, LotLine
 from lending.domain.model import ProductTerms
 from lending.store import snapshot_from_inputs, terms_json
 from pledgewatch.embedded import EmbeddedPostgres
+from pledgewatch.http import create_app
 from pledgewatch.net import free_port, wait_for_port
-from pledgewatch.settings import Settings
+from pledgewatch.runtime import time_series_options
+from pledgewatch.settings import Settings, load_settings
 from schema.migrate import apply_all
 
 TENANT = "bench"
@@ -248,8 +254,6 @@ def load(url: str, facilities: int, now: datetime) -> None:
 
 
 def issue_key(url: str) -> str:
-    from api.accounts import issue_api_key
-
     with psycopg.connect(url, autocommit=True) as conn:
         key, _row = issue_api_key(conn, borrower_id(KEY_BORROWER), "bench ERP", "bench")
     return key.secret
@@ -259,21 +263,11 @@ def issue_key(url: str) -> str:
 
 def real_app() -> Any:
     """uvicorn factory: the production app (settings from the environment, live hub on)."""
-    from pledgewatch.http import create_app
-    from pledgewatch.settings import load_settings
-
     return create_app(os.environ[URL_ENV], settings=load_settings())
 
 
 def baseline_app() -> Any:
     """uvicorn factory: a bare FastAPI + psycopg_pool endpoint reading the same row, no auth."""
-    from collections.abc import AsyncIterator
-    from contextlib import asynccontextmanager
-
-    from fastapi import FastAPI, HTTPException
-    from psycopg.rows import dict_row
-    from psycopg_pool import ConnectionPool
-
     pool = ConnectionPool(os.environ[URL_ENV], min_size=1, max_size=int(os.environ[POOL_ENV]),
                           open=False, kwargs={"autocommit": True})
 
@@ -416,7 +410,7 @@ def _run(settings: Settings, wrk: str, *, facilities: int, connections: int, dur
         started = time.perf_counter()
         logging.getLogger("yoyo").setLevel(logging.WARNING)
         url, where = stack.enter_context(scratch_database(settings, workdir))
-        apply_all(url)
+        apply_all(url, time_series_options(settings))
         with psycopg.connect(url) as conn:
             server_version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
         progress(f"scratch database on PostgreSQL {server_version} ({where}) ready in "

@@ -37,7 +37,7 @@ from gateway.mqtt import (
 )
 from pledgewatch.broker.mosquitto import Mosquitto, mosquitto_binary
 from pledgewatch.embedded import EmbeddedPostgres
-from pledgewatch.runtime import gateway_config
+from pledgewatch.runtime import gateway_config, time_series_options
 from pledgewatch.settings import Settings
 from schema.migrate import apply_all
 from schema.timescale import probe
@@ -97,7 +97,7 @@ def open_session(target: MqttTarget, client_id: str) -> None:
     """Create a persistent session with the subscription, then go offline."""
     with connected_client(target, client_id, persistent=True, session_expiry_s=3600) as client:
         done = threading.Event()
-        client.on_subscribe = lambda *a: done.set()
+        client.on_subscribe = lambda *_: done.set()
         client.subscribe([(f, 1) for f in subscription_filters()])
         if not done.wait(10):
             raise RuntimeError("could not subscribe")
@@ -218,7 +218,7 @@ def prepare_store(settings: Settings, stack: ExitStack, workdir: Path) -> str:
         pg = EmbeddedPostgres(workdir / "postgres").start()
         stack.callback(pg.stop)
         url = pg.url
-    apply_all(url)
+    apply_all(url, time_series_options(settings))
     with psycopg.connect(url) as conn:
         conn.execute("TRUNCATE readings, dead_letters, device_status")
         register_devices(conn, [DeviceInfo(f"wh-{i:04d}", TENANT, "warehouse")

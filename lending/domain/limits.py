@@ -73,11 +73,11 @@ class LimitSnapshot:
         """A short human explanation of how the limit came about."""
         cur = self.currency
         lines = [
-            f"limit {self.limit:,.2f} {cur} = min(line {self.line:,.2f}, borrowing base "
-            f"{self.borrowing_base:,.2f}) — bound by the {self.binding}",
-            f"  borrowing base = lots {self.lots_base:,.2f} + receivables "
+            (f"limit {self.limit:,.2f} {cur} = min(line {self.line:,.2f}, borrowing base "
+            f"{self.borrowing_base:,.2f}) — bound by the {self.binding}"),
+            (f"  borrowing base = lots {self.lots_base:,.2f} + receivables "
             f"{self.eligible_receivables:,.2f} × {self.ar_advance_rate:.0%} − reserves "
-            f"{self.reserves:,.2f}",
+            f"{self.reserves:,.2f}"),
         ]
         for lot in self.lots:
             price = "no price" if lot.price is None else f"{lot.price:,.2f}/quoted unit"
@@ -184,8 +184,8 @@ def explain_change(old: LimitSnapshot, new: LimitSnapshot) -> list[str]:
         if abs(lot.trust - prev.trust) >= 0.005:
             parts.append(f"trust {prev.trust:.2f} → {lot.trust:.2f}")
         changes.append((delta, f"lot {lot.lot_id}: {delta:+,.2f} ({', '.join(parts)})"))
-    for lot in before.values():
-        changes.append((-lot.contribution, f"lot {lot.lot_id} removed: {-lot.contribution:+,.2f}"))
+    changes.extend((-lot.contribution, f"lot {lot.lot_id} removed: {-lot.contribution:+,.2f}")
+                   for lot in before.values())
     if abs(new.receivables_base - old.receivables_base) >= 0.005:
         delta = new.receivables_base - old.receivables_base
         changes.append((delta, f"eligible receivables: {delta:+,.2f}"))

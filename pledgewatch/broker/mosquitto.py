@@ -27,20 +27,14 @@ def mosquitto_binary() -> str | None:
 
 def render_config(port: int, workdir: Path, password_file: Path | None) -> str:
     """The project config with this instance's listener, data dir and auth files."""
-    out = []
-    for line in CONFIG.read_text().splitlines():
-        key = line.split(" ", 1)[0]
-        if key == "listener":
-            line = f"listener {port} 127.0.0.1"
-        elif key == "persistence_location":
-            line = f"persistence_location {workdir}/"
-        elif key == "password_file":
-            line = f"password_file {password_file}" if password_file else ""
-        elif key == "acl_file":
-            line = f"acl_file {ACL}" if password_file else ""
-        elif key == "allow_anonymous":
-            line = f"allow_anonymous {'false' if password_file else 'true'}"
-        out.append(line)
+    replaced = {
+        "listener": f"listener {port} 127.0.0.1",
+        "persistence_location": f"persistence_location {workdir}/",
+        "password_file": f"password_file {password_file}" if password_file else "",
+        "acl_file": f"acl_file {ACL}" if password_file else "",
+        "allow_anonymous": f"allow_anonymous {'false' if password_file else 'true'}",
+    }
+    out = [replaced.get(line.split(" ", 1)[0], line) for line in CONFIG.read_text().splitlines()]
     out.append(f"log_dest file {workdir}/mosquitto.log")
     if os.geteuid() == 0:
         out.append("user root")  # keep access to the per-run files a root test run creates

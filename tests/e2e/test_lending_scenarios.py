@@ -28,6 +28,7 @@ from lending.domain.model import ReleaseStatus
 from lending.engine import LendingEngine, start_engine_thread
 from lending.operations import advance_release, load_portfolio, post_prices, repay, request_release
 from lending.portfolio_file import PortfolioIn
+from pledgewatch.demo_portfolio import price_points
 from telemetry.contract.payload import DeviceInfo
 from telemetry.contract.topics import status_topic
 from telemetry.queries import register_devices
@@ -366,7 +367,7 @@ def test_price_crash_crosses_the_ltv_lines(run_case: Callable[[Case], Run]) -> N
                             start=datetime.now(UTC) - timedelta(hours=9), points=10,
                             step_s=3_600.0, seed=3)
     with psycopg.connect(run.stack.database_url) as conn:
-        post_prices(conn, crash)
+        post_prices(conn, price_points(crash))
     alert = expect(run, AlertType.LTV_WARNING,
                    SENSOR_ALERTS | {AlertType.UNAUTHORISED_OUTBOUND, AlertType.GEOFENCE_EXIT,
                                     AlertType.QUANTITY_MISMATCH})

@@ -124,7 +124,7 @@ def test_gateway_reconnects_after_a_broker_restart_and_loses_nothing(
             broker = Mosquitto(tmp_path / "broker", port=port).start()
             with Publisher(target) as pub:  # queued for the gateway's restored session
                 pub.publish(after)
-            assert wait_until(lambda: gw.connected.is_set(), timeout=40), "no reconnect"
+            assert wait_until(gw.connected.is_set, timeout=40), "no reconnect"
             assert wait_until(lambda: stack.count() == 2 * (len(before) + len(after)), timeout=30)
         assert stack.count() == 2 * (len(before) + len(after))
     finally:

@@ -27,7 +27,7 @@ def test_last_will_marks_a_device_offline(stack: Stack) -> None:
         device = new_client(stack.broker.target, unique("veh-1"), persistent=False)
         device.will_set(status_topic(stack.tenant, "veh-1"), b'{"state":"offline"}', qos=1)
         connected = threading.Event()
-        device.on_connect = lambda *a: connected.set()
+        device.on_connect = lambda *_: connected.set()
         device.connect(**connect_kwargs(stack.broker.target, persistent=False,  # type: ignore[arg-type]
                                         session_expiry_s=0, keepalive=5))
         device.loop_start()

@@ -281,10 +281,10 @@ def test_two_lots_in_one_file_claiming_the_same_goods_are_refused(conn: psycopg.
 
 
 @pytest.mark.parametrize(("statement", "params"), [
-    ("INSERT INTO lots (lot_id, facility_id, commodity, declared_quantity, unit_weight_kg,"
-     " registration_no) VALUES ('lot-x', 'fac-b', 'copper', 1, 1000, 'REG-A1')", None),
-    ("INSERT INTO lots (lot_id, facility_id, commodity, declared_quantity, unit_weight_kg,"
-     " registration_no) VALUES ('lot-a1', 'fac-b', 'copper', 1, 1000, 'REG-X')", None),
+    (("INSERT INTO lots (lot_id, facility_id, commodity, declared_quantity, unit_weight_kg,"
+     " registration_no) VALUES ('lot-x', 'fac-b', 'copper', 1, 1000, 'REG-A1')"), None),
+    (("INSERT INTO lots (lot_id, facility_id, commodity, declared_quantity, unit_weight_kg,"
+     " registration_no) VALUES ('lot-a1', 'fac-b', 'copper', 1, 1000, 'REG-X')"), None),
     ("INSERT INTO lot_sensors (device_id, lot_id) VALUES ('lc-a1', 'lot-b1')", None),
 ], ids=["registration-number", "lot-id", "sensor"])
 def test_the_database_refuses_a_direct_duplicate(loaded: psycopg.Connection, statement: str,

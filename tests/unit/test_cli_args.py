@@ -67,7 +67,7 @@ HELP_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("command", "options"), HELP_CASES, ids=lambda v: " ".join(v))
+@pytest.mark.parametrize(("command", "options"), HELP_CASES, ids=" ".join)
 def test_help_lists_the_options(command: list[str], options: list[str]) -> None:
     result = run(*command, "--help")
     text = plain(result)

@@ -92,7 +92,7 @@ def weight_obs(values: Sequence[float], *, now: datetime = NOW, devices: Sequenc
                **kw: Any) -> LotObservation:
     times = series_times(len(values), end=now)
     return LotObservation(now=now, weight_times=times, weight_kg=tuple(values),
-                          last_seen={d: times[-1] if times else now for d in devices}, **kw)
+                          last_seen=dict.fromkeys(devices, times[-1] if times else now), **kw)
 
 
 def theft_series(*, before: int = 30, after: int = 10, level: float = 20_000.0,

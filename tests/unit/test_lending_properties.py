@@ -314,10 +314,10 @@ def test_replaying_an_observation_through_assess_raises_nothing_new(
         steps: list[tuple[datetime, FacilityInputs, float]]) -> None:
     latest: dict[str, Alert] = {}
     previous: LimitSnapshot | None = None
-    for now, inputs, ltv in steps:
-        collateral = assess(inputs, now).snapshot.collateral_value or 1e5
-        facility = replace(inputs.facility, outstanding=ltv * collateral)
-        inputs = replace(inputs, facility=facility, latest_alerts=latest, previous=previous)
+    for now, step_inputs, ltv in steps:
+        collateral = assess(step_inputs, now).snapshot.collateral_value or 1e5
+        facility = replace(step_inputs.facility, outstanding=ltv * collateral)
+        inputs = replace(step_inputs, facility=facility, latest_alerts=latest, previous=previous)
         first = assess(inputs, now)
         latest = apply_events(latest, first.alert_events)
         replay = assess(replace(inputs, latest_alerts=latest), now)

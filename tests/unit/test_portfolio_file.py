@@ -136,14 +136,14 @@ BAD_YAML: dict[str, tuple[str, tuple[str, ...]]] = {
                      ("lots.0.declared_quantity", "finite")),
     "zero-unit-weight": (lot().replace("unit_weight_kg: 1000", "unit_weight_kg: 0"),
                          ("lots.0.unit_weight_kg",)),
-    "negative-receivable": ("receivables:\n  - {id: r1, facility: f1, debtor: d, amount: -5,"
-                            " due: 2026-12-31T00:00:00Z}\n", ("receivables.0.amount",)),
+    "negative-receivable": (("receivables:\n  - {id: r1, facility: f1, debtor: d, amount: -5,"
+                            " due: 2026-12-31T00:00:00Z}\n"), ("receivables.0.amount",)),
     "inf-price": ("prices:\n  - {commodity: wheat, time: 2026-01-01T00:00:00Z, price: .inf}\n",
                   ("prices.0.price", "finite")),
     "zero-price": ("prices:\n  - {commodity: wheat, time: 2026-01-01T00:00:00Z, price: 0}\n",
                    ("prices.0.price",)),
-    "price-without-time-zone": ("prices:\n  - {commodity: wheat, time: 2026-01-01T00:00:00,"
-                                " price: 5}\n", ("prices.0.time", "timezone")),
+    "price-without-time-zone": (("prices:\n  - {commodity: wheat, time: 2026-01-01T00:00:00,"
+                                " price: 5}\n"), ("prices.0.time", "timezone")),
     "bad-currency": (facility(", currency: yuan"), ("facilities.0.currency",)),
     "advance-rate-above-1": (facility(", terms: {advance_rate: 1.5}"), ("advance_rate",)),
     "geofence-2-points": (lot(", geofence: [[31, 121], [32, 122]]"),
@@ -161,10 +161,10 @@ BAD_YAML: dict[str, tuple[str, tuple[str, ...]]] = {
     "duplicate-commodity-names": ("commodities:\n  - {name: wheat}\n  - {name: wheat}\n",
                                   ("commodities", "listed twice", "wheat")),
     "sensor-listed-twice": (lot(", sensors: [wh-1, wh-1]"), ("lots.0.sensors", "twice")),
-    "due-without-time-zone": ("receivables:\n  - {id: r1, facility: f1, debtor: d, amount: 5,"
-                              " due: 2026-12-31T00:00:00}\n", ("receivables.0.due", "timezone")),
-    "due-is-a-date": ("receivables:\n  - {id: r1, facility: f1, debtor: d, amount: 5,"
-                      " due: 2026-12-31}\n", ("receivables.0.due",)),
+    "due-without-time-zone": (("receivables:\n  - {id: r1, facility: f1, debtor: d, amount: 5,"
+                              " due: 2026-12-31T00:00:00}\n"), ("receivables.0.due", "timezone")),
+    "due-is-a-date": (("receivables:\n  - {id: r1, facility: f1, debtor: d, amount: 5,"
+                      " due: 2026-12-31}\n"), ("receivables.0.due",)),
     "temp-range-reversed": ("commodities:\n  - {name: wheat, temp_c: [30, 0]}\n",
                             ("wheat", "temp_c")),
     "bad-role": ("borrowers:\n  - {id: b1, name: B, role: landlord}\n", ("borrowers.0.role",)),
@@ -252,8 +252,8 @@ BAD_CSV: dict[str, tuple[str, tuple[str, ...]]] = {
                           "7-19\n", ("listed twice", "l1")),
     "sql-id": (CSV_HEADER + "\"x'; DROP TABLE lots;--\",f1,wheat,1,25,REG-1,a,7-19\n",
                ("lots.0.id",)),
-    "unknown-column": ("id,facility,commodity,declared_quantity,unit_weight_kg,registration_no,"
-                       "colour\nl1,f1,wheat,1,25,REG-1,red\n", ("lots.0.colour",)),
+    "unknown-column": (("id,facility,commodity,declared_quantity,unit_weight_kg,registration_no,"
+                       "colour\nl1,f1,wheat,1,25,REG-1,red\n"), ("lots.0.colour",)),
     "200k-field": (CSV_HEADER + "l1,f1,wheat,100,25," + "R" * 200_000 + ",a,7-19\n",
                    ("line 2", "field larger than field limit")),
 }

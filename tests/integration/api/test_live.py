@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 def server(world: World, tmp_path: Path) -> Iterator[str]:
     app = create_app(world.url, settings=settings(tmp_path))
     http = HttpServer(app, "127.0.0.1", 0).start()
-    assert wait_until(lambda: app.state.hub.connected.is_set(), 10)
+    assert wait_until(app.state.hub.connected.is_set, 10)
     yield http.url
     http.stop()
 

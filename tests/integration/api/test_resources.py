@@ -318,8 +318,42 @@ def test_malformed_price_csv_names_its_lines_and_stores_nothing(
             r = api.post(f"{V1}/prices/csv", content=csv_text.encode(),
                          headers={**as_officer, "Content-Type": "text/csv"})
             body = problem(r, 422)
-            assert [e["loc"][-1] for e in body["errors"]] == lines, body
-            assert body["detail"].startswith(f"body.line.{lines[0]}: ")
+            assert [e["loc"][:3] for e in body["errors"]] == [["body", "line", n] for n in lines], body
+            assert all(len(e["loc"]) == 4 and e["type"] == "csv_row" for e in body["errors"]), body
+            assert body["detail"].startswith(f"body.line.{lines[0]}.{body['errors'][0]['loc'][3]}: ")
+    assert count(world, "prices") == before
+
+
+def test_a_price_csv_with_several_bad_rows_names_each_line_and_field(
+        api: TestClient, world: World, as_officer: dict[str, str]) -> None:
+    before = count(world, "prices")
+    csv_text = (CSV_HEADER + "2026-02-01T00:00:00Z,wheat,100,CNY\n"
+                "2026-01-01T00:00:00Z,Steel Coil!,1e300,NOT-A-CURRENCY-CODE\n\n"
+                "2026-02-01T00:00:00,wheat,100,CNY\n2026-02-01T00:00:00Z,wheat,100,CNY,x\n"
+                "2026-02-02T00:00:00Z,wheat,100,CNY\n")
+    r = api.post(f"{V1}/prices/csv", content=csv_text.encode(),
+                 headers={**as_officer, "Content-Type": "text/csv"})
+    body = problem(r, 422)
+    assert [e["loc"] for e in body["errors"]] == [
+        ["body", "line", 3, "commodity"], ["body", "line", 3, "price"],
+        ["body", "line", 3, "currency"], ["body", "line", 5, "time"], ["body", "line", 6, "row"]]
+    assert "'1e300'" in body["errors"][1]["msg"] and "NOT-A-CURRENCY-CODE" in body["errors"][2]["msg"]
+    assert body["detail"].startswith("body.line.3.commodity: ")
+    # The same row as JSON is refused on the same three fields.
+    r = api.post(f"{V1}/prices", json=[{"commodity": "Steel Coil!", "time": "2026-01-01T00:00:00Z",
+                                        "price": 1e300, "currency": "NOT-A-CURRENCY-CODE"}],
+                 headers=as_officer)
+    assert sorted(e["loc"][-1] for e in problem(r, 422)["errors"]) == ["commodity", "currency", "price"]
+    # At most 20 errors are named, however many lines are bad.
+    r = api.post(f"{V1}/prices/csv", content=(CSV_HEADER + "x,-,0,y\n" * 50).encode(),
+                 headers={**as_officer, "Content-Type": "text/csv"})
+    errors = problem(r, 422)["errors"]
+    assert len(errors) == 20 and errors[-1]["loc"] == ["body", "line", 6, "currency"]
+    # Bytes that are not UTF-8: the line they are on.
+    r = api.post(f"{V1}/prices/csv", content=(CSV_HEADER + "2026-02-01T00:00:00Z,wh\xe9at,1,CNY\n"
+                                               ).encode("latin-1"),
+                 headers={**as_officer, "Content-Type": "text/csv"})
+    assert [e["loc"] for e in problem(r, 422)["errors"]] == [["body", "line", 2, "file"]]
     assert count(world, "prices") == before
 
 

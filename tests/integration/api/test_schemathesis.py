@@ -12,9 +12,9 @@ fresh database) serves every operation of a caller, which keeps the whole run we
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
