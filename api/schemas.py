@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
@@ -14,6 +14,13 @@ from pydantic import (
     StringConstraints,
 )
 
+from lending.price_file import (
+    COMMODITY_PATTERN,
+    CURRENCY_PATTERN,
+    PRICE_ABOVE,
+    PRICE_MAX,
+    check_era,
+)
 from telemetry.contract.catalogue import CATALOGUE
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
@@ -147,26 +154,19 @@ class AlertResolve(Strict):
 
 # --- devices, telemetry, borrowers, lots, releases, prices, sales and receivables -------------
 
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST = datetime(2200, 1, 1, tzinfo=UTC)
-
-
 def _in_era(value: datetime) -> datetime:
-    """An aware instant between 1970 and 2200, in UTC (far-off dates overflow date arithmetic)."""
-    try:
-        utc = value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("must be between 1970 and 2200") from None
-    if not EARLIEST <= utc < LATEST:
-        raise ValueError("must be between 1970 and 2200")
-    return utc
+    """An aware instant in the era of :func:`lending.price_file.check_era` (1970 to 2200), in UTC
+    (far-off dates overflow date arithmetic)."""
+    return check_era(value)
 
 
 Instant = Annotated[AwareDatetime, AfterValidator(_in_era)]
 Quantity = Annotated[float, Field(gt=0, le=1e12, allow_inf_nan=False)]
 Amount = Annotated[float, Field(ge=0, le=1e14, allow_inf_nan=False)]
-Price = Annotated[float, Field(gt=0, le=1e12, allow_inf_nan=False)]
-Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+# A price follows the rules of lending.price_file, the same as a line of a price CSV.
+PriceCommodity = Annotated[str, StringConstraints(pattern=COMMODITY_PATTERN)]
+Price = Annotated[float, Field(gt=PRICE_ABOVE, le=PRICE_MAX, allow_inf_nan=False)]
+Currency = Annotated[str, StringConstraints(pattern=CURRENCY_PATTERN)]
 DeviceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 if TYPE_CHECKING:
     Metric = str
@@ -319,7 +319,7 @@ class ReleasePublic(BaseModel):
 
 
 class PriceCreate(Strict):
-    commodity: Slug
+    commodity: PriceCommodity
     time: Instant
     price: Price
     currency: Currency = "CNY"

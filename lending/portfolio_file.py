@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -30,6 +31,13 @@ from lending.domain.model import (
     Lot,
     PricePoint,
     Receivable,
+)
+from lending.price_file import (
+    COMMODITY_PATTERN,
+    CURRENCY_PATTERN,
+    PRICE_ABOVE,
+    PRICE_MAX,
+    check_era,
 )
 from lending.store import terms_from_json
 
@@ -144,10 +152,12 @@ class ReceivableIn(_Strict):
 
 
 class PriceIn(_Strict):
-    commodity: str = Field(pattern=SLUG)
-    time: AwareDatetime
-    price: float = Field(gt=0, allow_inf_nan=False)
-    currency: str = Field("CNY", pattern=r"^[A-Z]{3}$")
+    """A price in a portfolio file: the rules of :mod:`lending.price_file`, as in the price CSV."""
+
+    commodity: str = Field(pattern=COMMODITY_PATTERN)
+    time: Annotated[AwareDatetime, AfterValidator(check_era)]
+    price: float = Field(gt=PRICE_ABOVE, le=PRICE_MAX, allow_inf_nan=False)
+    currency: str = Field("CNY", pattern=CURRENCY_PATTERN)
 
     def domain(self) -> PricePoint:
         return PricePoint(self.commodity, self.time, self.price, self.currency)

@@ -17,10 +17,10 @@ import psycopg
 from api import accounts
 from firmware_sim.device_models import make_fleet
 from firmware_sim.fleet import FleetStats, run_fleet
-from firmware_sim.market import PRICE_SCENARIOS, price_series
+from firmware_sim.market import PRICE_SCENARIOS, PriceTick, price_series
 from gateway.consumer import Gateway
 from gateway.metrics import GatewayMetrics
-from lending.domain.model import PricePoint, ReleaseStatus
+from lending.domain.model import ReleaseStatus
 from lending.engine import LendingEngine, start_engine_thread, utcnow
 from lending.operations import (
     LendingError,
@@ -30,7 +30,7 @@ from lending.operations import (
     request_release,
 )
 from lending.portfolio_file import PortfolioIn
-from pledgewatch.demo_portfolio import COMMODITIES, TIGHT_FACILITY, demo_portfolio
+from pledgewatch.demo_portfolio import COMMODITIES, TIGHT_FACILITY, demo_portfolio, price_points
 from pledgewatch.http import create_app
 from pledgewatch.notifier_hooks import notifier_hooks
 from pledgewatch.runtime import (
@@ -142,7 +142,7 @@ class PriceFeed:
             latest: dict[str, float] = dict(conn.execute(
                 "SELECT DISTINCT ON (commodity) commodity, price FROM prices"
                 " ORDER BY commodity, time DESC").fetchall())
-        self.series: dict[str, list[PricePoint]] = {}
+        self.series: dict[str, list[PriceTick]] = {}
         for i, (name, spec) in enumerate(COMMODITIES.items()):
             crash = scenario == "price-crash" and name == "steel-coil"
             # A calm market moves ~1.5 % a day: scaled to the tick, not 0.5 % every few seconds
@@ -160,11 +160,10 @@ class PriceFeed:
         while not self.stop.wait(self.every_s):
             step += 1
             ticks = [s[min(step, len(s) - 1)] for s in self.series.values()]
-            now = utcnow()
-            ticks = [PricePoint(p.commodity, now, p.price, p.currency) for p in ticks]
+            points = price_points(ticks, at=utcnow())
             try:
                 with psycopg.connect(self.database_url) as conn:
-                    post_prices(conn, ticks)
+                    post_prices(conn, points)
             except psycopg.Error as exc:
                 log.warning("price feed: %s", exc)
 

@@ -7,12 +7,13 @@ reefer trucks (cold chain) with a geofenced corridor around each truck's route.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from firmware_sim.device_models import DeviceSpec
-from firmware_sim.market import scenario_series
+from firmware_sim.market import PriceTick, scenario_series
+from lending.domain.model import PricePoint
 from lending.portfolio_file import PortfolioIn
 
 COMMODITIES: dict[str, dict[str, Any]] = {
@@ -35,6 +36,11 @@ SUPPLIERS = ("sup-ore-trading", "sup-scrap-metals", "sup-grain-coop")
 DISTRIBUTORS = ("dist-east-metals", "dist-coldchain-logistics")
 TIGHT_FACILITY = "fac-sup-ore-trading"  # drawn close to its warning line: a price crash tips it
 FENCE_MARGIN_DEG = 0.15
+
+
+def price_points(ticks: Iterable[PriceTick], at: datetime | None = None) -> list[PricePoint]:
+    """The simulator's price ticks as the lending domain's prices (all at ``at`` if given)."""
+    return [PricePoint(t.commodity, t.time if at is None else at, t.price, t.currency) for t in ticks]
 
 
 def _corridor(route: Sequence[Sequence[float]]) -> list[tuple[float, float]]:

@@ -4,33 +4,25 @@ those commodities are revalued. A batch is stored whole or not at all."""
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 
 from api import scoped_reads
 from api.deps import BankUser, ConnDep, CurrentPrincipal, Page, PageDep
 from api.problems import ApiProblem, responses
 from api.schemas import Instant, PriceCreate, PricePublic, PricesPosted, Slug
-from firmware_sim.market import CSV_HEADER, parse_row
-from lending import operations
-from lending.domain.model import DomainError, PricePoint
+from lending import operations, price_file
+from lending.domain.model import PricePoint
+from lending.price_file import PriceFileError
 
 router = APIRouter(prefix="/prices", tags=["prices"])
 
-MAX_ROWS = 10_000
+MAX_ROWS = price_file.MAX_ROWS
 MAX_CSV_BYTES = 2 * 1024 * 1024
 MAX_ERRORS = 20
 CSV_TYPES = ("text/csv", "application/csv", "text/plain")
-
-
-def _row_errors(errors: list[dict[str, Any]]) -> RequestValidationError:
-    """422 naming each bad line of an upload (in the problem's ``errors``)."""
-    return RequestValidationError(errors)
 
 
 @router.get("", response_model=Page[PricePublic], responses=responses(401, 422))
@@ -58,6 +50,13 @@ def post_prices(conn: ConnDep, _officer: BankUser,
     return _post(conn, [PricePoint(p.commodity, p.time, p.price, p.currency) for p in body])
 
 
+def _row_errors(exc: PriceFileError) -> RequestValidationError:
+    """422 naming each bad field of each bad line of an upload (in the problem's ``errors``)."""
+    return RequestValidationError([
+        {"loc": ("body", "line", e.line, e.field), "msg": e.message, "type": "csv_row"}
+        for e in exc.errors[:MAX_ERRORS]])
+
+
 async def _csv_text(request: Request) -> str:
     """The uploaded CSV: a ``text/csv`` body, or the ``file`` part of a multipart form."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -80,56 +79,18 @@ async def _csv_text(request: Request) -> str:
     if len(data) > MAX_CSV_BYTES:
         raise ApiProblem(413, f"the CSV is larger than {MAX_CSV_BYTES // 1024} KiB")
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ApiProblem(422, f"the CSV is not UTF-8 text (byte {exc.start})") from None
-
-
-def _error(line: int, msg: str) -> dict[str, Any]:
-    return {"loc": ("body", "line", line), "msg": msg, "type": "csv_row"}
+        return price_file.decode_prices_csv(data)
+    except PriceFileError as exc:
+        raise _row_errors(exc) from None
 
 
 def parse_prices_csv(text: str) -> list[PricePoint]:
-    """Every row checked like a JSON price; a 422 names up to 20 bad lines."""
-    reader = csv.reader(io.StringIO(text, newline=""))
-    errors: list[dict[str, Any]] = []
-    points: list[PricePoint] = []
+    """Every row checked by the rules of :mod:`lending.price_file` (those of a JSON price); a 422
+    names up to 20 bad fields, each with its line."""
     try:
-        header = next(reader, None)
-    except csv.Error as exc:
-        raise _row_errors([_error(1, str(exc))]) from None
-    if header is None or tuple(c.strip() for c in header) != CSV_HEADER:
-        raise _row_errors([_error(1, f"expected the header {','.join(CSV_HEADER)}")])
-    while len(errors) < MAX_ERRORS:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            errors.append(_error(reader.line_num, str(exc)))
-            break
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(points) + len(errors) >= MAX_ROWS:
-            errors.append(_error(reader.line_num, f"more than {MAX_ROWS} rows"))
-            break
-        try:
-            point = parse_row(row)
-            checked = PriceCreate(commodity=point.commodity, time=point.time, price=point.price,
-                                  currency=point.currency)
-        except ValidationError as exc:
-            errors.append(_error(reader.line_num, "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())))
-            continue
-        except (ValueError, DomainError, OverflowError) as exc:
-            errors.append(_error(reader.line_num, str(exc)))
-            continue
-        points.append(PricePoint(checked.commodity, checked.time, checked.price, checked.currency))
-    if errors:
-        raise _row_errors(errors)
-    if not points:
-        raise _row_errors([_error(2, "no price rows after the header")])
-    return points
+        return price_file.parse_prices_csv(text, max_rows=MAX_ROWS, max_errors=MAX_ERRORS)
+    except PriceFileError as exc:
+        raise _row_errors(exc) from None
 
 
 CSV_BODY = {"requestBody": {"required": True, "content": {

@@ -13,7 +13,6 @@ from typing import Annotated
 
 import typer
 
-from firmware_sim.market import read_prices_csv
 from lending.domain.model import ReleaseStatus
 from lending.engine import LendingEngine
 from lending.operations import (
@@ -28,6 +27,7 @@ from lending.operations import (
 )
 from lending.operations import repay as do_repay
 from lending.portfolio_file import PortfolioError, read_portfolio
+from lending.price_file import PriceFileError, read_prices_csv
 from lending.store import latest_snapshots
 from pledgewatch.cli.common import database, fail, now, run, stop_on_signals
 
@@ -60,10 +60,14 @@ def prices_post(path: Annotated[Path, typer.Argument(help="CSV: time,commodity,p
     if not path.is_file():
         raise fail(f"{path}: no such file")
     try:
-        rows = read_prices_csv(path)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise fail(f"{path}: {exc}") from None
-    points = rows
+        points = read_prices_csv(path)
+    except PriceFileError as exc:  # every bad line, one per line; nothing is stored
+        *first, last = exc.lines()
+        for line in first:
+            fail(f"{path}: {line}")
+        raise fail(f"{path}: {last}") from None
+    except OSError as exc:
+        raise fail(f"{path}: {exc.strerror or exc}") from None
     affected = run(lambda conn: post_prices(conn, points))
     typer.echo(f"posted {len(points)} price(s); {len(affected)} facilit(y/ies) to revalue")
 

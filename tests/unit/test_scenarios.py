@@ -1,12 +1,11 @@
-"""Unit tests of the incident scenarios and the commodity price series (pure; CSV via tmp_path)."""
+"""Unit tests of the incident scenarios and the commodity price series (pure; their CSV form is
+tests/unit/test_price_file.py)."""
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,16 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware_sim.device_models import DeviceKind, DeviceSpec, Readings, build_model, make_device
-from firmware_sim.market import (
-    PRICE_SCENARIOS,
-    PricePoint,
-    price_series,
-    prices_csv_text,
-    read_prices_csv,
-    scenario_series,
-    write_prices_csv,
-)
+from firmware_sim.market import PRICE_SCENARIOS, PriceTick, price_series, scenario_series
 from firmware_sim.scenarios import SCENARIOS, make_scenario
+from lending.domain.model import PricePoint
+from pledgewatch.demo_portfolio import price_points
 from telemetry.contract.catalogue import CATALOGUE
 
 INCIDENT_NAMES = ("theft", "leak", "tamper", "swap", "geofence", "coldchain", "release")
@@ -352,58 +345,27 @@ def test_price_series_rejects_bad_arguments(kwargs: dict[str, Any]) -> None:
 
 def test_price_point_rejects_naive_times_and_normalises_to_utc() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        PricePoint("corn", datetime(2024, 1, 1), 1.0)
+        PricePoint("corn", datetime(2024, 1, 1), 1.0)  # noqa: DTZ001 (naive on purpose)
     shanghai = timezone(timedelta(hours=8))
     point = PricePoint("corn", datetime(2024, 1, 1, 8, tzinfo=shanghai), 1.0)
     assert point.time == START.replace(month=1) and point.time.tzinfo is UTC
 
 
-def test_prices_csv_round_trips_through_a_file(tmp_path: Path) -> None:
-    series = price_series("copper", 70_123.45, start=START, points=30, volatility=0.03, seed=5, crash_at=10)
-    path = tmp_path / "prices.csv"
-    assert write_prices_csv(series, path) == 30
-    assert path.read_text(encoding="utf-8").splitlines()[:2] == [
-        "time,commodity,price,currency",
-        f"2024-03-01T00:00:00Z,copper,{series[0].price!r},CNY",
-    ]
-    assert read_prices_csv(path) == series
-    assert read_prices_csv(io.StringIO(prices_csv_text(series))) == series
+def test_price_series_are_simulator_ticks_that_become_domain_prices() -> None:
+    ticks = price_series("copper", 70_123.45, start=START, points=3, volatility=0.03, seed=5)
+    assert all(isinstance(t, PriceTick) for t in ticks)
+    points = price_points(ticks)
+    assert all(isinstance(p, PricePoint) for p in points)
+    assert [(p.commodity, p.time, p.price, p.currency) for p in points] == [
+        (t.commodity, t.time, t.price, t.currency) for t in ticks]
+    later = START + timedelta(days=1)
+    assert {p.time for p in price_points(ticks, at=later)} == {later}
 
 
-def test_prices_csv_accepts_offsets_and_blank_lines() -> None:
-    text = "time,commodity,price,currency\n2024-03-01T08:00:00+08:00,corn,2500.5,CNY\n\n"
-    assert read_prices_csv(io.StringIO(text)) == [PricePoint("corn", START, 2500.5, "CNY")]
-
-
-GOOD_ROW = "2024-03-01T00:00:00Z,corn,2500,CNY"
-
-
-@pytest.mark.parametrize(
-    ("bad_row", "reason"),
-    [
-        ("yesterday,corn,2500,CNY", "bad time"),
-        ("2024-03-01T00:00:00,corn,2500,CNY", "bad time"),
-        ("2024-02-30T00:00:00Z,corn,2500,CNY", "bad time"),
-        ("2024-03-01T00:00:00Z,corn,nan,CNY", "bad price"),
-        ("2024-03-01T00:00:00Z,corn,inf,CNY", "bad price"),
-        ("2024-03-01T00:00:00Z,corn,0,CNY", "bad price"),
-        ("2024-03-01T00:00:00Z,corn,-3.5,CNY", "bad price"),
-        ("2024-03-01T00:00:00Z,corn,cheap,CNY", "bad price"),
-        ("2024-03-01T00:00:00Z,corn,2500", "expected 4 columns"),
-        ("2024-03-01T00:00:00Z,corn,2500,CNY,extra", "expected 4 columns"),
-        ("2024-03-01T00:00:00Z, ,2500,CNY", "empty commodity"),
-        ("2024-03-01T00:00:00Z,corn,2500,", "empty currency"),
-    ],
-)
-def test_malformed_csv_rows_are_rejected_with_their_line(bad_row: str, reason: str) -> None:
-    text = "\n".join(["time,commodity,price,currency", GOOD_ROW, bad_row, GOOD_ROW]) + "\n"
-    with pytest.raises(ValueError, match=f"^line 3: {reason}"):
-        read_prices_csv(io.StringIO(text))
-
-
-@pytest.mark.parametrize(
-    ("text", "reason"), [("", "empty"), ("when,what,price,currency\n", "expected header")]
-)
-def test_bad_csv_headers_are_rejected(text: str, reason: str) -> None:
-    with pytest.raises(ValueError, match=f"^line 1: .*{reason}"):
-        read_prices_csv(io.StringIO(text))
+def test_price_series_start_must_be_aware_and_is_normalised_to_utc() -> None:
+    with pytest.raises(ValueError, match="start must be timezone-aware"):
+        price_series("corn", 1.0, start=datetime(2024, 3, 1))  # noqa: DTZ001 (naive on purpose)
+    shanghai = timezone(timedelta(hours=8))
+    ticks = price_series("corn", 1.0, start=datetime(2024, 3, 1, 8, tzinfo=shanghai), points=2)
+    assert [t.time for t in ticks] == [START, START + timedelta(hours=1)]
+    assert all(t.time.tzinfo is UTC for t in ticks)
