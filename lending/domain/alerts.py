@@ -39,6 +39,11 @@ class AlertType(StrEnum):
     DUPLICATE_PLEDGE = "duplicate_pledge"
     SALES_COLLAPSE = "sales_collapse"
     VALUE_BELOW_FLOOR = "value_below_floor"
+    SENSOR_FAULT = "sensor_fault"  # a sensor reports nonsense: load cell at 0 with RFID unchanged
+    SENSOR_SPOOFING = "sensor_spoofing"  # replayed series, impossible GPS, door with no movement
+    CLOCK_SKEW = "clock_skew"  # device time far from receive time
+    INSPECTION_MISMATCH = "inspection_mismatch"  # a physical count disagrees with the sensors
+    OVERADVANCE = "overadvance"  # drawn above the limit
 
 
 class Severity(StrEnum):
