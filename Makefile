@@ -73,6 +73,7 @@ bench: install
 	$(BIN)/pledgewatch bench revalue --lots 1000000
 	$(BIN)/pledgewatch bench alert-latency
 	$(BIN)/pledgewatch bench api --repeat 3
+	$(BIN)/pledgewatch bench detection
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache \

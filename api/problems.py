@@ -13,7 +13,7 @@ from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lending.operations import LendingError
+from lending.operations import InvalidRequest, LendingError
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(LendingError)
     async def refused(request: Request, exc: LendingError) -> JSONResponse:
         return problem_response(request, 409, str(exc))
+
+    @app.exception_handler(InvalidRequest)  # a LendingError for what was sent, not the state
+    async def invalid_request(request: Request, exc: InvalidRequest) -> JSONResponse:
+        return problem_response(request, 422, str(exc))
 
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(PoolTimeout)

@@ -89,8 +89,12 @@ class FacilityLimit(BaseModel):
     limit: float | None = Field(description="current dynamic limit; null before the first snapshot")
     available: float | None
     outstanding: float
-    collateral_value: float | None
-    ltv: float | None = Field(description="outstanding ÷ collateral value; null when undefined")
+    collateral_value: float | None = Field(description="Σ lot value (after haircut, before trust)")
+    trusted_collateral_value: float | None = Field(
+        description="Σ lot value × trust: what LTV and the value floor measure; null before the "
+                    "first snapshot")
+    ltv: float | None = Field(description="outstanding ÷ trust-weighted collateral value; null when "
+                                          "undefined")
     warning_ltv: float
     liquidation_ltv: float
     ltv_status: LtvStatus
@@ -111,7 +115,9 @@ class LimitPoint(BaseModel):
     available: float
     outstanding: float
     collateral_value: float
-    ltv: float | None
+    trusted_collateral_value: float | None = Field(
+        description="Σ lot value × trust (null in snapshots stored before it was kept)")
+    ltv: float | None = Field(description="outstanding ÷ trust-weighted collateral value")
     reasons: list[str]
     verified_quantity: float
     declared_quantity: float
@@ -149,7 +155,10 @@ class AlertPublic(BaseModel):
 
 
 class AlertResolve(Strict):
-    comment: Comment | None = None
+    comment: Comment | None = Field(None, description=(
+        "why it is resolved; required (not blank) for a critical alert and for the types only an "
+        "officer closes (unauthorised_outbound, geofence_exit, sensor_tamper, sensor_spoofing, "
+        "duplicate_pledge): 422 without one"))
 
 
 # --- devices, telemetry, borrowers, lots, releases, prices, sales and receivables -------------
@@ -316,6 +325,31 @@ class ReleasePublic(BaseModel):
     requested_at: datetime
     approved_at: datetime | None
     executed_at: datetime | None
+
+
+class InspectionCreate(Strict):
+    counted_quantity: Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False,
+                                             description="units counted on site")]
+    counted_at: Instant | None = Field(None, description="when it was counted; now if omitted "
+                                       "(at most 5 minutes ahead)")
+    counted_by: Annotated[str, StringConstraints(min_length=1, max_length=200,
+                                                 pattern=r"\S")] | None = Field(
+        None, description="who counted (an officer, the collateral manager); the caller if omitted")
+    note: Annotated[str, StringConstraints(max_length=2000)] = ""
+
+
+class InspectionPublic(BaseModel):
+    id: int
+    lot_id: str
+    facility_id: str
+    counted_quantity: float
+    counted_at: datetime
+    counted_by: str
+    note: str
+    sensor_quantity: float | None = Field(description="what the sensors said when it was "
+                                          "counted (verified units); null if they said nothing")
+    recorded_by: str
+    created_at: datetime
 
 
 class PriceCreate(Strict):

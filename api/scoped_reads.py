@@ -19,7 +19,8 @@ Scope = str | None
 IN_SCOPE = "(%(scope)s::text IS NULL OR f.borrower_id = %(scope)s)"
 
 LATEST_SNAPSHOT = """LEFT JOIN LATERAL (
-    SELECT id, time, credit_limit, available, outstanding, collateral_value, ltv
+    SELECT id, time, credit_limit, available, outstanding, collateral_value,
+           trusted_collateral_value, ltv
     FROM limit_snapshots WHERE facility_id = f.facility_id ORDER BY time DESC, id DESC LIMIT 1
 ) s ON true"""
 
@@ -53,7 +54,8 @@ def facility_limit(conn: psycopg.Connection, scope: Scope, facility_id: str) -> 
                s.id AS snapshot_id, s.time, s.credit_limit::float8 AS "limit",
                s.available::float8 AS available,
                coalesce(s.outstanding, f.outstanding)::float8 AS outstanding,
-               s.collateral_value::float8 AS collateral_value, s.ltv
+               s.collateral_value::float8 AS collateral_value,
+               s.trusted_collateral_value::float8 AS trusted_collateral_value, s.ltv
         FROM facilities f {LATEST_SNAPSHOT}
         WHERE f.facility_id = %(id)s{in_scope}""", {"id": facility_id, "scope": scope})
     return _ltv_lines(rows[0]) if rows else None
@@ -65,7 +67,8 @@ def facilities(conn: psycopg.Connection, scope: Scope, limit: int, offset: int,
     rows = _dicts(conn, f"""
         SELECT f.facility_id, f.borrower_id, b.name AS borrower_name, f.currency, f.line, f.terms,
                s.id AS snapshot_id, s.time, s.credit_limit AS "limit", s.available,
-               coalesce(s.outstanding, f.outstanding) AS outstanding, s.collateral_value, s.ltv,
+               coalesce(s.outstanding, f.outstanding) AS outstanding, s.collateral_value,
+               s.trusted_collateral_value, s.ltv,
                coalesce(a.open, 0) AS open_alerts, coalesce(a.critical, 0) AS critical_alerts
         FROM facilities f JOIN borrowers b USING (borrower_id) {LATEST_SNAPSHOT}
         LEFT JOIN (SELECT facility_id, count(*) AS open,
@@ -94,7 +97,7 @@ def limit_history(conn: psycopg.Connection, scope: Scope, facility_id: str, limi
     """Snapshots newest first, with the price and verified quantity behind each."""
     return _dicts(conn, f"""
         SELECT s.id, s.time, s.credit_limit AS "limit", s.available, s.outstanding,
-               s.collateral_value, s.ltv, s.reasons,
+               s.collateral_value, s.trusted_collateral_value, s.ltv, s.reasons,
                (SELECT coalesce(sum((l->>'verified')::float8), 0)
                   FROM jsonb_array_elements(s.inputs->'lots') l) AS verified_quantity,
                (SELECT coalesce(sum((l->>'declared')::float8), 0)
@@ -311,6 +314,19 @@ def lot_exists(conn: psycopg.Connection, scope: Scope, lot_id: str) -> bool:
     return conn.execute(f"SELECT 1 FROM lots l JOIN facilities f USING (facility_id)"
                         f" WHERE l.lot_id = %(id)s AND {IN_SCOPE}",
                         {"id": lot_id, "scope": scope}).fetchone() is not None
+
+
+def inspections(conn: psycopg.Connection, scope: Scope, lot_id: str, limit: int,
+                offset: int) -> list[dict[str, Any]] | None:
+    """A lot's field inspections, newest count first; None when the caller may not see the lot."""
+    if not lot_exists(conn, scope, lot_id):
+        return None
+    return _dicts(conn, """
+        SELECT id, lot_id, facility_id, counted_quantity, counted_at, counted_by, note,
+               sensor_quantity, recorded_by, created_at
+        FROM inspections WHERE lot_id = %(id)s
+        ORDER BY counted_at DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s""",
+        {"id": lot_id, "limit": limit, "offset": offset})
 
 
 RELEASE_QUERY = f"""

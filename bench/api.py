@@ -172,13 +172,15 @@ def snapshot(i: int, at: datetime, price: float, terms: ProductTerms) -> LimitSn
     line = 1_000_000.0 + 1000.0 * (i % 50)
     outstanding = 150_000.0 + 500.0 * (i % 200)
     collateral = sum(lot.value for lot in lots)
+    trusted = sum(lot.value * lot.trust for lot in lots)
     base = sum(lot.contribution for lot in lots)
     limit = min(line, base)
     return LimitSnapshot(
         facility_id=facility_id(i), time=at, currency="EUR", line=line, outstanding=outstanding,
-        reserves=0.0, collateral_value=collateral, lots_base=base, eligible_receivables=0.0,
+        reserves=0.0, collateral_value=collateral, trusted_collateral_value=trusted,
+        lots_base=base, eligible_receivables=0.0,
         ar_advance_rate=terms.ar_advance_rate, receivables_base=0.0, borrowing_base=base,
-        limit=limit, available=max(0.0, limit - outstanding), ltv=outstanding / collateral,
+        limit=limit, available=max(0.0, limit - outstanding), ltv=outstanding / trusted,
         warning_ltv=terms.warning_ltv, liquidation_ltv=terms.liquidation_ltv, lots=tuple(lots),
         binding="line" if line <= base else "borrowing base")
 
@@ -217,7 +219,8 @@ def load(url: str, facilities: int, now: datetime) -> None:
                 copy.write_row((facility_id(i), borrower_id(i), "EUR", 1_000_000 + 1000 * (i % 50),
                                 150_000 + 500 * (i % 200), terms_doc))
         with cur.copy("COPY limit_snapshots (facility_id, time, credit_limit, available,"
-                      " outstanding, collateral_value, ltv, reasons, inputs) FROM STDIN") as copy:
+                      " outstanding, collateral_value, trusted_collateral_value, ltv, reasons,"
+                      " inputs) FROM STDIN") as copy:
             for i in range(facilities):
                 for k in range(SNAPSHOTS_PER_FACILITY):
                     at = now - timedelta(minutes=5 * (SNAPSHOTS_PER_FACILITY - 1 - k))
@@ -229,7 +232,8 @@ def load(url: str, facilities: int, now: datetime) -> None:
                     copy.write_row((
                         facility_id(i), at, round(inputs["limit"], 2), round(inputs["available"], 2),
                         round(inputs["outstanding"], 2), round(inputs["collateral_value"], 2),
-                        inputs["ltv"], Jsonb(["price"] if k else []), Jsonb(inputs)))
+                        round(inputs["trusted_collateral_value"], 2), inputs["ltv"],
+                        Jsonb(["price"] if k else []), Jsonb(inputs)))
         with cur.copy("COPY alerts (key, type, severity, facility_id, lot_id, status, message,"
                       " evidence, auto_resolve, raised_at, acknowledged_at, acknowledged_by,"
                       " resolved_at, resolved_by, comment) FROM STDIN") as copy:

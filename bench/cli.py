@@ -11,6 +11,8 @@ import typer
 
 from bench.alert_latency import run_alert_latency_bench
 from bench.api import run_api_bench
+from bench.detection import run_detection_bench
+from bench.detection_scenarios import SCENARIOS
 from bench.ingest import run_ingest_bench
 from bench.revalue import run
 from pledgewatch.cli.common import fail, settings_or_exit
@@ -85,3 +87,21 @@ def bench_api(
     raise typer.Exit(run_api_bench(settings, facilities=facilities, connections=connections,
                                    duration=duration, threads=threads, repeat=repeat,
                                    warmup=warmup, workdir=workdir))
+
+
+@bench_app.command("detection")
+def bench_detection(
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="seed of the scenario library")] = 1,
+    quick: Annotated[bool, typer.Option("--quick", help="a short run for the test suite: normal is "
+                                        "4 lots × 6 h, incidents have less history")] = False,
+    scenario: Annotated[list[str] | None, typer.Option(
+        "--scenario", help="run only this scenario (repeatable): " + ", ".join(SCENARIOS))] = None,
+    workdir: Annotated[Path | None, typer.Option(help="scratch dir (default: a temp dir)")] = None,
+) -> None:
+    """Seeded incidents through the real engine: detected or missed, minutes, units lost, magnitude."""
+    unknown = sorted(set(scenario or ()) - set(SCENARIOS))
+    if unknown:
+        raise fail(f"--scenario: unknown {', '.join(unknown)} (known: {', '.join(SCENARIOS)})")
+    settings = settings_or_exit()
+    raise typer.Exit(run_detection_bench(settings, seed=seed, quick=quick,
+                                         scenarios=scenario or list(SCENARIOS), workdir=workdir))

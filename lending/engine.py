@@ -120,7 +120,7 @@ class LendingEngine:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('pw_facility:' || id))"
                          " FROM unnest(%s::text[]) AS f(id) ORDER BY id", (ids,))
             now = self.clock()
-            loaded = load_inputs(conn, ids, now, self.cache, self.prices)
+            loaded = load_inputs(conn, ids, now, self.cache, self.prices, policy=self.policy)
             for fid in ids:
                 inputs = loaded.inputs.get(fid)
                 if inputs is None:

@@ -4,6 +4,7 @@ and the alert lifecycle. Each write tells the engines which facilities to recomp
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,13 +14,16 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg.types.range import Range
 
-from lending.domain.alerts import Alert
+from lending.domain.alerts import Alert, needs_comment
+from lending.domain.inspection import sensor_quantity_at
 from lending.domain.model import DomainError, Lot, PricePoint, ReleaseOrder, ReleaseStatus
 from lending.domain.pledges import PledgeConflict, pledge_conflicts
+from lending.domain.quantity import TrustPolicy
 from lending.domain.rules import duplicate_pledge_finding
 from lending.portfolio_file import PortfolioIn
 from lending.store import (
     ALERT_COLUMNS,
+    ALERTS_CHANNEL,
     alert_from_row,
     facilities_for_commodities,
     insert_alert,
@@ -31,6 +35,14 @@ from lending.store import (
 
 class LendingError(ValueError):
     """An operation the portfolio refuses (unknown id, wrong state, duplicate pledge)."""
+
+
+class InvalidRequest(LendingError):
+    """Refused because of what the caller sent rather than the portfolio's state (the API: 422)."""
+
+
+class CommentRequired(InvalidRequest):
+    """A critical alert, or one only an officer closes, is resolved only with a comment."""
 
 
 class DuplicatePledgeError(LendingError):
@@ -59,23 +71,65 @@ def existing_lots(conn: psycopg.Connection) -> list[Lot]:
                                   " unit_weight_kg, registration_no FROM lots").fetchall()]
 
 
+def _attempt(c: PledgeConflict, now: datetime | None = None) -> dict[str, object]:
+    """One refused claim on a pledged lot: which facility and lot tried, the number as given."""
+    seen: dict[str, object] = {"lot": c.lot.id, "facility": c.lot.facility_id,
+                               "registration_no": c.lot.registration_no,
+                               "sensors": list(c.lot.sensors), "matched": c.what}
+    return seen if now is None else {"at": now.isoformat(), **seen}
+
+
+def _record_attempts(conn: psycopg.Connection, key: str, attempts: list[dict[str, object]]) -> bool:
+    """Append ``attempts`` to the evidence of the open alert of ``key``; False when none is open."""
+    row = conn.execute(
+        "UPDATE alerts SET evidence = jsonb_set(evidence, '{attempts}',"
+        " coalesce(evidence->'attempts', '[]'::jsonb) || %s::jsonb)"
+        " WHERE key = %s AND status <> 'resolved' RETURNING id, facility_id, lot_id, type,"
+        " severity, status", (Jsonb(attempts), key)).fetchone()
+    if row is None:
+        return False
+    conn.execute("SELECT pg_notify(%s, %s)", (ALERTS_CHANNEL, json.dumps({
+        "id": row[0], "facility_id": row[1], "lot_id": row[2], "type": row[3],
+        "severity": row[4], "status": "escalated"})))
+    return True
+
+
 def _alert_duplicates(conn: psycopg.Connection, conflicts: Sequence[PledgeConflict],
                       now: datetime) -> None:
-    """Alert the facility whose goods someone tried to pledge again (committed on its own)."""
+    """Alert the facility whose goods someone tried to pledge again (committed on its own).
+    While its duplicate-pledge alert is open, every further attempt is appended to the alert's
+    ``attempts`` (when, which facility and lot tried, the number as given): none leaves no trace."""
     by_lot: dict[str, list[PledgeConflict]] = {}
     for c in conflicts:
         by_lot.setdefault(c.existing.id, []).append(c)
     for lot_id, found in by_lot.items():
         finding = duplicate_pledge_finding(found[0].existing.facility_id, lot_id,
                                            [c.describe() for c in found])
-        insert_alert(conn, Alert(
+        attempts = [_attempt(c, now) for c in found]
+        if _record_attempts(conn, finding.key, attempts):
+            continue
+        raised = insert_alert(conn, Alert(
             key=finding.key, type=finding.type, severity=finding.severity,
             facility_id=finding.facility_id, lot_id=lot_id, message=finding.message,
-            evidence={**finding.evidence, "attempted": [
-                {"lot": c.lot.id, "facility": c.lot.facility_id,
-                 "registration_no": c.lot.registration_no, "sensors": list(c.lot.sensors),
-                 "matched": c.what} for c in found]},
+            evidence={**finding.evidence, "attempted": [_attempt(c) for c in found],
+                      "attempts": attempts},
             raised_at=now, auto_resolve=False))
+        if raised is None:  # another refused load opened it just now: add to that one
+            _record_attempts(conn, finding.key, attempts)
+
+
+def _registration_clashes(conn: psycopg.Connection, lots: Sequence[Lot]) -> list[PledgeConflict]:
+    """The pledges whose registration number the DATABASE's key says ``lots`` repeat (its unique
+    index refused a write the check in Python let through)."""
+    new = {lot.id: lot for lot in lots}
+    held = {lot.id: lot for lot in existing_lots(conn)}
+    rows = conn.execute(
+        "SELECT n.lot_id, l.lot_id FROM unnest(%s::text[], %s::text[]) AS n(lot_id, number)"
+        " JOIN lots l ON l.registration_key = pledge_registration_key(n.number)"
+        " AND l.lot_id <> n.lot_id",
+        ([lot.id for lot in lots], [lot.registration_no for lot in lots])).fetchall()
+    return [PledgeConflict(new[a], held[b], "registration number") for a, b in rows
+            if a in new and b in held]
 
 
 def load_portfolio(conn: psycopg.Connection, portfolio: PortfolioIn, now: datetime) -> LoadResult:
@@ -86,16 +140,24 @@ def load_portfolio(conn: psycopg.Connection, portfolio: PortfolioIn, now: dateti
     :class:`DuplicatePledgeError` says which lot clashed with which.
     """
     lots = [lot.domain() for lot in portfolio.lots]
-    with conn.transaction():
-        # The check and the writes share one transaction holding the lock: a pledge committed
-        # by another load in between cannot slip past the check.
-        conn.execute("LOCK TABLE lots IN SHARE ROW EXCLUSIVE MODE")
-        conflicts = pledge_conflicts(lots, existing_lots(conn))
-        if conflicts:
-            known = {r[0] for r in conn.execute("SELECT facility_id FROM facilities").fetchall()}
-            alertable = [c for c in conflicts if c.existing.facility_id in known]
-        else:
-            _write_portfolio(conn, portfolio, lots)
+    try:
+        with conn.transaction():
+            # The check and the writes share one transaction holding the lock: a pledge committed
+            # by another load in between cannot slip past the check.
+            conn.execute("LOCK TABLE lots IN SHARE ROW EXCLUSIVE MODE")
+            conflicts = pledge_conflicts(lots, existing_lots(conn))
+            if conflicts:
+                known = {r[0] for r in conn.execute("SELECT facility_id FROM facilities").fetchall()}
+                alertable = [c for c in conflicts if c.existing.facility_id in known]
+            else:
+                _write_portfolio(conn, portfolio, lots)
+    except psycopg.errors.UniqueViolation:
+        # The database's registration key (lots_registration_key) refused what the check passed:
+        # the same refusal, alert and error as the check's.
+        with conn.transaction():
+            conflicts = alertable = _registration_clashes(conn, lots)
+        if not conflicts:
+            raise
     if conflicts:
         with conn.transaction():
             _alert_duplicates(conn, alertable, now)
@@ -303,9 +365,17 @@ def acknowledge_alert(conn: psycopg.Connection, alert_id: int, by: str, now: dat
 
 def resolve_alert(conn: psycopg.Connection, alert_id: int, by: str, comment: str | None,
                   now: datetime) -> Alert:
+    """Resolve an alert. A critical one, or one only an officer closes (outbound, geofence exit,
+    tamper, spoofing, duplicate pledge), needs a comment that says why: :class:`CommentRequired`
+    otherwise (the API answers 422, the CLI exits 2)."""
+    comment = (comment or "").strip() or None
     with conn.transaction():
+        current = get_alert(conn, alert_id)
+        if current.active and comment is None and needs_comment(current):
+            raise CommentRequired(f"alert {alert_id} ({current.severity} {current.type}) is resolved"
+                                  " only with a comment saying why (--comment / \"comment\")")
         try:
-            alert = get_alert(conn, alert_id).resolve(now, by, comment)
+            alert = current.resolve(now, by, comment)
         except DomainError as exc:
             raise LendingError(str(exc)) from None
         conn.execute("UPDATE alerts SET status = 'resolved', resolved_at = %s, resolved_by = %s,"
@@ -324,6 +394,95 @@ def list_alerts(conn: psycopg.Connection, facility_id: str | None = None,
             {"f": facility_id, "all": include_resolved, "n": limit}).fetchall()
     return [alert_from_row(r) for r in rows]
 
+
+
+# --- field inspections ------------------------------------------------------------------------
+
+INSPECTION_COLUMNS = ("i.id, i.lot_id, i.facility_id, i.counted_quantity, i.counted_at,"
+                      " i.counted_by, i.note, i.sensor_quantity, i.recorded_by, i.created_at")
+MAX_INSPECTION_NOTE = 2000
+MAX_COUNTED_BY = 200
+
+
+@dataclass(frozen=True, slots=True)
+class _Readings:
+    """Readings by (device, metric), oldest first: a series source for the domain."""
+
+    series: dict[tuple[str, str], list[tuple[datetime, float]]]
+
+    def get(self, device: str, metric: str, /) -> Sequence[tuple[datetime, float]]:
+        return self.series.get((device, metric), [])
+
+
+def _sensor_quantity(conn: psycopg.Connection, lot: Lot, at: datetime,
+                     policy: TrustPolicy) -> float | None:
+    """What the lot's sensors said at ``at`` (see :func:`lending.domain.inspection.sensor_quantity_at`):
+    each bound sensor's latest weight and count within the sample window before ``at``."""
+    rows = conn.execute(
+        "SELECT d.id, m.metric, r.time, r.value FROM unnest(%s::text[]) AS d(id)"
+        " CROSS JOIN unnest(ARRAY['weight_kg', 'rfid_count']) AS m(metric)"
+        " CROSS JOIN LATERAL (SELECT time, value FROM readings WHERE device_id = d.id"
+        " AND metric = m.metric AND time <= %s AND time > %s ORDER BY time DESC LIMIT 1) r",
+        (list(lot.sensors), at, at - policy.inspection_sample_window)).fetchall()
+    series: dict[tuple[str, str], list[tuple[datetime, float]]] = {}
+    for device, metric, time, value in rows:
+        series.setdefault((device, metric), []).append((time, float(value)))
+    return sensor_quantity_at(lot, _Readings(series), at, policy)
+
+
+def record_inspection(conn: psycopg.Connection, lot_id: str, counted_quantity: float, *,
+                      counted_by: str, recorded_by: str, now: datetime,
+                      counted_at: datetime | None = None, note: str = "",
+                      policy: TrustPolicy | None = None) -> dict[str, object]:
+    """Record a physical count of a lot (made at ``counted_at``, now if None), with what its
+    sensors said then; the lot's facility is recomputed (the count outranks every sensor)."""
+    policy = policy or TrustPolicy()
+    at = counted_at or now
+    if not (isinstance(counted_quantity, int | float) and math.isfinite(counted_quantity)
+            and 0 <= counted_quantity <= 1e12):
+        raise InvalidRequest(f"a count must be a number of units between 0 and 1e12, got "
+                             f"{counted_quantity!r}")
+    if at.tzinfo is None:
+        raise InvalidRequest("the time of a count needs a time zone")
+    if at > now + policy.inspection_max_future:
+        raise InvalidRequest(f"a count cannot be dated in the future ({at.isoformat()})")
+    counted_by = counted_by.strip()
+    if not 0 < len(counted_by) <= MAX_COUNTED_BY:
+        raise InvalidRequest(f"who counted must be 1 to {MAX_COUNTED_BY} characters")
+    if len(note) > MAX_INSPECTION_NOTE:
+        raise InvalidRequest(f"a note is at most {MAX_INSPECTION_NOTE} characters")
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        found = conn.execute(
+            "SELECT lot_id, facility_id, commodity, declared_quantity, unit_weight_kg,"
+            " registration_no, coalesce((SELECT array_agg(device_id ORDER BY device_id)"
+            " FROM lot_sensors s WHERE s.lot_id = l.lot_id), '{}'), vehicle"
+            " FROM lots l WHERE lot_id = %s FOR SHARE", (lot_id,)).fetchone()
+        if found is None:
+            raise LendingError(f"no lot {lot_id!r}")
+        lot = Lot(found[0], found[1], found[2], float(found[3]), float(found[4]), found[5],
+                  tuple(found[6]), vehicle=found[7])
+        sensors = _sensor_quantity(conn, lot, at, policy)
+        row = cur.execute(
+            "INSERT INTO inspections AS i (lot_id, facility_id, counted_quantity, counted_at,"
+            " counted_by, note, sensor_quantity, recorded_by, created_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            f" RETURNING {INSPECTION_COLUMNS}",
+            (lot.id, lot.facility_id, float(counted_quantity), at, counted_by, note, sensors,
+             recorded_by, now)).fetchone()
+        assert row is not None
+        notify_lending(conn, [lot.facility_id])
+    return row
+
+
+def list_inspections(conn: psycopg.Connection, lot_id: str | None = None,
+                     limit: int = 100) -> list[dict[str, object]]:
+    """Inspections newest first (by when they were counted), of one lot or all."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"SELECT {INSPECTION_COLUMNS} FROM inspections i"
+            " WHERE (%(lot)s::text IS NULL OR i.lot_id = %(lot)s)"
+            " ORDER BY i.counted_at DESC, i.id DESC LIMIT %(n)s",
+            {"lot": lot_id, "n": limit}).fetchall()
 
 
 RECEIVABLE_COLUMNS = ("receivable_id, facility_id, debtor, amount, due, related_party, disputed,"

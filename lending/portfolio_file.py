@@ -32,6 +32,7 @@ from lending.domain.model import (
     PricePoint,
     Receivable,
 )
+from lending.domain.pledges import registration_key
 from lending.price_file import (
     COMMODITY_PATTERN,
     CURRENCY_PATTERN,
@@ -117,6 +118,13 @@ class LotIn(_Strict):
         if len(set(sensors)) != len(sensors):
             raise ValueError("a sensor is listed twice")
         return sensors
+
+    @field_validator("registration_no")
+    @classmethod
+    def _registration(cls, number: str) -> str:
+        if not registration_key(number):
+            raise ValueError("a registration number needs a letter or a digit")
+        return number
 
     @field_validator("geofence")
     @classmethod

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -27,6 +28,7 @@ from lending.domain.alerts import (
     Severity,
 )
 from lending.domain.assess import Assessment, FacilityInputs
+from lending.domain.inspection import Inspection
 from lending.domain.limits import LimitSnapshot, LotLine
 from lending.domain.model import (
     Commodity,
@@ -39,6 +41,9 @@ from lending.domain.model import (
     ReleaseStatus,
 )
 from lending.domain.observation import observe
+from lending.domain.quantity import History, Refusal
+from lending.domain.rules import RulePolicy
+from lending.domain.sales import Sale
 
 LENDING_CHANNEL = "pw_lending"  # payload: facility ids (comma-separated) or "*" for all
 ALERTS_CHANNEL = "pw_alerts"  # payload: JSON {"id", "facility_id", "type", "status"}
@@ -46,9 +51,11 @@ PRICES_CHANNEL = "pw_prices"  # payload: JSON {commodity: earliest time posted (
 LIMITS_CHANNEL = "pw_limits"  # payload: JSON {"facility_id", "limit", "available", "ltv"}
 
 SERIES_METRICS = ("weight_kg", "rfid_count", "door_open")
-LATEST_METRICS = ("temp_c", "humidity_pct", "lat", "lon", "tamper")
+LATEST_METRICS = ("temp_c", "humidity_pct", "lat", "lon", "tamper", "speed_kmh")  # a short track
+EVENT_METRICS = ("door_open", "tamper")  # set flags are kept beyond the window (a backlog's too)
+ARCHIVED_METRICS = ("weight_kg", "rfid_count")  # also kept for hours, compact, for the replay check
 PRICE_DAYS = 120  # days of daily closes per commodity for the volatility estimate
-SALES_DAYS = 30
+REFUSALS_PER_DEVICE = 50  # dead letters per device loaded (the newest) for the integrity rules
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_CURE_PERIOD_S = 10 * 365 * 86_400.0
 NOTIFY_MAX = 7900
@@ -88,48 +95,196 @@ def terms_json(terms: ProductTerms) -> Jsonb:
 
 # --- series cache --------------------------------------------------------------------------------
 
-_SERIES_SQL = """
-SELECT d.id, m.metric, r.time, r.value
-  FROM unnest(%(ids)s::text[], %(since)s::timestamptz[]) AS d(id, since)
+# A device's first refresh: the newest readings by device time, and how far its arrivals go.
+_FIRST_SQL = """
+SELECT d.id, m.metric, r.time, r.value, r.received_at, r.boot, r.seq, a.arrived
+  FROM unnest(%(ids)s::text[]) AS d(id)
  CROSS JOIN unnest(%(metrics)s::text[], %(limits)s::int[]) AS m(metric, n)
  CROSS JOIN LATERAL (
-        SELECT time, value FROM readings
-         WHERE device_id = d.id AND metric = m.metric AND time > d.since
+        SELECT max(received_at) AS arrived FROM readings
+         WHERE device_id = d.id AND metric = m.metric) a
+ CROSS JOIN LATERAL (
+        SELECT time, value, received_at, boot, seq FROM readings
+         WHERE device_id = d.id AND metric = m.metric
          ORDER BY time DESC LIMIT m.n) r
- ORDER BY r.time
 """
+
+# Later refreshes: what ARRIVED after the device's cursor (index readings_arrival), whatever its
+# device time: the newest by device time of it and, for event metrics (a door, a tamper switch),
+# the newest of its set flags too, so a flag inside a long backlog is not lost; ``arrived`` is the
+# newest arrival among all of it. OFFSET 0 keeps the planner on the arrival index instead of
+# walking the time index backwards.
+_ARRIVED_SQL = """
+SELECT d.id, m.metric, r.time, r.value, r.received_at, r.boot, r.seq, r.arrived
+  FROM unnest(%(ids)s::text[], %(since)s::timestamptz[]) AS d(id, since)
+ CROSS JOIN unnest(%(metrics)s::text[], %(limits)s::int[], %(events)s::bool[]) AS m(metric, n, ev)
+ CROSS JOIN LATERAL (
+        SELECT b.time, b.value, b.received_at, b.boot, b.seq, b.arrived FROM (
+            SELECT a.time, a.value, a.received_at, a.boot, a.seq,
+                   max(a.received_at) OVER () AS arrived,
+                   row_number() OVER (ORDER BY a.time DESC) AS newest,
+                   row_number() OVER (PARTITION BY a.value <> 0 ORDER BY a.time DESC) AS newest_kind
+              FROM (SELECT time, value, received_at, boot, seq FROM readings
+                     WHERE device_id = d.id AND metric = m.metric AND received_at > d.since
+                    OFFSET 0) a) b
+         WHERE b.newest <= m.n OR (m.ev AND b.value <> 0 AND b.newest_kind <= m.n)) r
+"""
+
+_Row = tuple[datetime, int, int, float, datetime]  # (time, boot, seq, value, received_at)
+
+
+class _Series:
+    """One device's metric: readings in device-time order (the newest ``limit`` of them by
+    device time, and for an event metric the newest ``limit`` set flags as well), whatever order
+    they arrived in; a reading is kept once (its dedupe key). With an ``archive`` capacity it also
+    keeps that many of its newest readings as compact arrays (epoch seconds, values) for the
+    replay check, which looks further back than the window."""
+
+    __slots__ = ("_pairs", "_received", "arch_t", "arch_v", "archive", "events", "keys", "limit",
+                 "rows")
+
+    def __init__(self, limit: int, events: bool = False, archive: int = 0) -> None:
+        self.limit = limit
+        self.events = events
+        self.archive = archive
+        self.arch_t = np.empty(0, dtype=np.float64)
+        self.arch_v = np.empty(0, dtype=np.float64)
+        self.rows: list[_Row] = []
+        self.keys: set[tuple[datetime, int, int]] = set()
+        self._pairs: list[tuple[datetime, float]] | None = None
+        self._received: list[datetime] | None = None
+
+    def merge(self, new: Iterable[_Row]) -> list[_Row]:
+        """Insert the readings not seen before; returns them."""
+        fresh: list[_Row] = []
+        for row in new:
+            key = (row[0], row[1], row[2])
+            if key not in self.keys:
+                self.keys.add(key)
+                fresh.append(row)
+        if not fresh:
+            return fresh
+        fresh.sort()
+        if self.archive:
+            self._archive(fresh)
+        if self.rows and fresh[0] < self.rows[-1]:  # late data: insert in device-time order
+            self.rows = sorted(self.rows + fresh)
+        else:
+            self.rows.extend(fresh)
+        if len(self.rows) > self.limit:
+            older, newest = self.rows[:-self.limit], self.rows[-self.limit:]
+            flags = [r for r in older if r[3]][-self.limit:] if self.events else []
+            kept = {(r[0], r[1], r[2]) for r in flags}
+            for old in older:
+                if (old[0], old[1], old[2]) not in kept:
+                    self.keys.discard((old[0], old[1], old[2]))
+            self.rows = flags + newest
+        self._pairs = self._received = None
+        return fresh
+
+    def _archive(self, fresh: list[_Row]) -> None:
+        t = np.fromiter((r[0].timestamp() for r in fresh), dtype=np.float64, count=len(fresh))
+        v = np.fromiter((r[3] for r in fresh), dtype=np.float64, count=len(fresh))
+        if self.arch_t.size and t[0] <= self.arch_t[-1]:  # late data: merge by device time
+            t, index = np.unique(np.concatenate([self.arch_t, t]), return_index=True)
+            v = np.concatenate([self.arch_v, v])[index]
+        else:
+            t, v = np.concatenate([self.arch_t, t]), np.concatenate([self.arch_v, v])
+        self.arch_t, self.arch_v = t[-self.archive:], v[-self.archive:]
+
+    def history(self) -> History | None:
+        return History(self.arch_t, self.arch_v) if self.archive else None
+
+    def pairs(self) -> list[tuple[datetime, float]]:
+        if self._pairs is None:
+            self._pairs = [(r[0], r[3]) for r in self.rows]
+        return self._pairs
+
+    def received(self) -> list[datetime]:
+        if self._received is None:
+            self._received = [r[4] for r in self.rows]
+        return self._received
 
 
 @dataclass
 class SeriesCache:
-    """Recent readings of each bound device, fetched incrementally (only what is newer); the
-    :class:`lending.domain.observation.SeriesSource` that :func:`load_inputs` observes lots from."""
+    """Recent readings of each bound device, fetched incrementally by ARRIVAL: each refresh reads
+    what the store received since the device's cursor (its newest receive time seen, less
+    ``arrival_overlap`` for transactions that commit out of order), so a backlog that arrives
+    after live readings is read too and slotted into the series by device time. The
+    :class:`lending.domain.observation.SeriesSource` (and ``ArrivalSource``) that
+    :func:`load_inputs` observes lots from."""
 
-    window: int = 120
-    series: dict[tuple[str, str], deque[tuple[datetime, float]]] = field(default_factory=dict)
-    newest: dict[str, datetime] = field(default_factory=dict)
+    window: int = 720  # readings kept per sensor and metric: 1 h at 5 s, the ledger's longest window
+    track_window: int = 120  # readings kept of each other metric (position, tamper, climate)
+    arrival_window: int = 240  # (device time, receive time) pairs kept per device, newest arrivals
+    arrival_overlap: timedelta = timedelta(seconds=10)
+    replay_history: int = 2160  # weights and counts kept compact for the replay check: 3 h at 5 s
+    series: dict[tuple[str, str], _Series] = field(default_factory=dict)
+    arrived: dict[str, datetime] = field(default_factory=dict)  # device -> newest receive time
+    recent: dict[str, deque[tuple[datetime, datetime]]] = field(default_factory=dict)
+
+    def _limit(self, metric: str) -> int:
+        return self.window if metric in SERIES_METRICS else self.track_window
+
+    def _archive(self, metric: str) -> int:
+        return self.replay_history if metric in ARCHIVED_METRICS else 0
 
     def refresh(self, conn: psycopg.Connection, device_ids: Iterable[str]) -> None:
         ids = sorted(set(device_ids))
         if not ids:
             return
-        epoch = EPOCH
-        since = [self.newest.get(d, epoch) for d in ids]
         metrics = list(SERIES_METRICS) + list(LATEST_METRICS)
-        limits = [self.window] * len(SERIES_METRICS) + [1] * len(LATEST_METRICS)
-        rows = conn.execute(_SERIES_SQL, {"ids": ids, "since": since, "metrics": metrics,
-                                          "limits": limits}).fetchall()
-        for device, metric, time, value in rows:
-            key = (device, metric)
-            series = self.series.get(key)
+        limits = [max(self._limit(m), self._archive(m)) for m in metrics]
+        events = [m in EVENT_METRICS for m in metrics]
+        known = [d for d in ids if d in self.arrived]
+        first = [d for d in ids if d not in self.arrived]
+        rows: list[tuple[Any, ...]] = []
+        if first:
+            rows += conn.execute(_FIRST_SQL, {"ids": first, "metrics": metrics,
+                                              "limits": limits}).fetchall()
+        if known:
+            since = [self.arrived[d] - self.arrival_overlap for d in known]
+            rows += conn.execute(_ARRIVED_SQL, {"ids": known, "since": since, "metrics": metrics,
+                                                "limits": limits, "events": events}).fetchall()
+        grouped: dict[tuple[str, str], list[_Row]] = defaultdict(list)
+        for device, metric, time, value, received, boot, seq, arrived in rows:
+            grouped[(device, metric)].append((time, boot, seq, value, received))
+            if arrived is not None and arrived > self.arrived.get(device, EPOCH):
+                self.arrived[device] = arrived
+        for device in first:  # no reading yet: read from the start next time
+            self.arrived.setdefault(device, EPOCH + self.arrival_overlap)
+        heard: dict[str, set[tuple[datetime, datetime]]] = defaultdict(set)
+        for (device, metric), new in grouped.items():
+            series = self.series.get((device, metric))
             if series is None:
-                series = self.series[key] = deque(maxlen=self.window)
-            series.append((time, value))
-            if time > self.newest.get(device, EPOCH):
-                self.newest[device] = time
+                series = self.series[(device, metric)] = _Series(
+                    self._limit(metric), metric in EVENT_METRICS, self._archive(metric))
+            for row in series.merge(new):
+                heard[device].add((row[0], row[4]))
+        for device, pairs in heard.items():
+            recent = self.recent.get(device)
+            if recent is None:
+                recent = self.recent[device] = deque(maxlen=self.arrival_window)
+            recent.extend(sorted(pairs, key=lambda p: (p[1], p[0])))
 
     def get(self, device: str, metric: str) -> Sequence[tuple[datetime, float]]:
-        return self.series.get((device, metric), ())
+        series = self.series.get((device, metric))
+        return series.pairs() if series is not None else ()
+
+    def received(self, device: str, metric: str) -> Sequence[datetime]:
+        """When each reading of :meth:`get` arrived (the gateway's receive time)."""
+        series = self.series.get((device, metric))
+        return series.received() if series is not None else ()
+
+    def history(self, device: str, metric: str) -> History | None:
+        """The longer, compact record of a weight or count series (for the replay check)."""
+        series = self.series.get((device, metric))
+        return series.history() if series is not None else None
+
+    def arrivals(self, device: str) -> Sequence[tuple[datetime, datetime]]:
+        """The device's most recent arrivals: (device time, receive time), in arrival order."""
+        return tuple(self.recent.get(device, ()))
 
 
 # --- loading ---------------------------------------------------------------------------------------
@@ -270,7 +425,30 @@ def snapshot_from_inputs(data: Mapping[str, Any]) -> LimitSnapshot:
     values["time"] = datetime.fromisoformat(values["time"])
     values["ltv"] = math.inf if values["ltv"] is None else values["ltv"]
     values["lots"] = tuple(LotLine(**lot) for lot in values["lots"])
+    if "trusted_collateral_value" not in values:  # stored before LTV was trust-weighted
+        values["trusted_collateral_value"] = sum(lot.value * lot.trust for lot in values["lots"])
     return LimitSnapshot(**values)
+
+
+_SALES_SQL = """
+SELECT facility_id, sum(amount)::float8, max(time), max(recorded_at) FROM sales
+ WHERE facility_id = ANY(%(ids)s) AND time > %(since)s
+ GROUP BY facility_id, date_bin('1 day', time + %(offset)s, TIMESTAMPTZ '2000-01-01 00:00+00')
+ ORDER BY 1, 3
+"""
+
+
+def load_sales(conn: psycopg.Connection, facility_ids: Sequence[str], now: datetime,
+               policy: RulePolicy) -> dict[str, list[Sale]]:
+    """Each facility's sales per local day of its sites (the total, the day's last sale time and
+    when its last sale arrived), over the policy's look-back plus the days not yet closed."""
+    since = now - timedelta(days=max(1, policy.sales_history_days) + 2) - policy.sales_close_grace
+    offset = timedelta(hours=policy.utc_offset_hours)
+    out: dict[str, list[Sale]] = defaultdict(list)
+    for fid, total, last, recorded in conn.execute(
+            _SALES_SQL, {"ids": list(facility_ids), "since": since, "offset": offset}).fetchall():
+        out[fid].append(Sale(last, float(total), recorded))
+    return out
 
 
 def latest_snapshots(conn: psycopg.Connection, facility_ids: Sequence[str]) -> dict[str, LimitSnapshot]:
@@ -282,6 +460,49 @@ def latest_snapshots(conn: psycopg.Connection, facility_ids: Sequence[str]) -> d
     return {fid: snapshot_from_inputs(inputs) for fid, inputs in rows}
 
 
+_INSPECTIONS_SQL = """
+SELECT DISTINCT ON (i.lot_id) i.id, i.lot_id, i.counted_quantity, i.counted_at, i.counted_by,
+       i.sensor_quantity, i.note,
+       (SELECT coalesce(sum(r.quantity), 0) FROM release_orders r
+         WHERE r.lot_id = i.lot_id AND r.status = 'executed' AND r.executed_at > i.counted_at)
+  FROM inspections i WHERE i.lot_id = ANY(%s)
+ ORDER BY i.lot_id, i.counted_at DESC, i.id DESC
+"""
+
+
+def latest_inspections(conn: psycopg.Connection, lot_ids: Sequence[str]) -> dict[str, Inspection]:
+    """The latest physical count of each lot (by when it was counted), with the units released
+    since."""
+    return {lot_id: Inspection(lot_id, float(counted), at, by,
+                               None if sensors is None else float(sensors), float(released),
+                               note, int(iid))
+            for iid, lot_id, counted, at, by, sensors, note, released in conn.execute(
+                _INSPECTIONS_SQL, (list(lot_ids),)).fetchall()}
+
+
+_REFUSED_SQL = """
+SELECT d.id, r.received_at, r.reason, r.detail
+  FROM unnest(%(ids)s::text[]) AS d(id)
+ CROSS JOIN LATERAL (
+        SELECT received_at, reason, detail FROM dead_letters
+         WHERE device_id = d.id AND received_at > %(since)s
+         ORDER BY received_at DESC LIMIT %(n)s) r
+ ORDER BY r.received_at
+"""
+
+
+def load_refusals(conn: psycopg.Connection, device_ids: Iterable[str],
+                  since: datetime) -> dict[str, list[Refusal]]:
+    """Each device's messages the gateway refused (dead letters) received after ``since``, oldest
+    first (at most :data:`REFUSALS_PER_DEVICE` of them)."""
+    out: dict[str, list[Refusal]] = defaultdict(list)
+    for device, received, reason, detail in conn.execute(
+            _REFUSED_SQL, {"ids": sorted(set(device_ids)), "since": since,
+                           "n": REFUSALS_PER_DEVICE}).fetchall():
+        out[device].append(Refusal(received, reason, detail))
+    return out
+
+
 @dataclass
 class Loaded:
     inputs: dict[str, FacilityInputs]
@@ -289,8 +510,10 @@ class Loaded:
 
 def load_inputs(conn: psycopg.Connection, facility_ids: Iterable[str], now: datetime,
                 cache: SeriesCache, price_cache: PriceCache,
-                door_window: timedelta = timedelta(hours=2)) -> Loaded:
-    """Everything :func:`lending.domain.assess.assess` needs for each facility, loaded in bulk."""
+                door_window: timedelta = timedelta(hours=2),
+                policy: RulePolicy | None = None) -> Loaded:
+    """Everything :func:`lending.domain.assess.assess` needs for each facility, loaded in bulk
+    (``policy``: whose sites' day and look-back the sales are totalled by)."""
     ids = sorted(set(facility_ids))
     facilities = [_facility(r) for r in conn.execute(
         "SELECT facility_id, borrower_id, currency, line, outstanding, reserves, value_floor, terms"
@@ -310,6 +533,7 @@ def load_inputs(conn: psycopg.Connection, facility_ids: Iterable[str], now: date
     status = {d: (online, seen) for d, online, seen in conn.execute(
         "SELECT device_id, online, last_seen FROM device_status WHERE device_id = ANY(%s)",
         (sorted(devices),)).fetchall()}
+    refused = load_refusals(conn, devices, now - (policy or RulePolicy()).integrity.fault_window)
     commodities = load_commodities(conn)
     held = {lot.commodity for lot in lots}
     price_cache.refresh(conn, held, now)
@@ -326,14 +550,10 @@ def load_inputs(conn: psycopg.Connection, facility_ids: Iterable[str], now: date
                        " disputed, paid, verified FROM receivables"
                        " WHERE facility_id = ANY(%s) AND NOT paid",
                        (ids,)).fetchall()]
-    sales: dict[str, list[float]] = defaultdict(list)
-    for fid, _day, amount in conn.execute(
-            "SELECT facility_id, date_bin('1 day', time, TIMESTAMPTZ '2000-01-01') AS day,"
-            " sum(amount) FROM sales WHERE facility_id = ANY(%s) AND time > %s"
-            " GROUP BY 1, 2 ORDER BY 1, 2", (ids, now - timedelta(days=SALES_DAYS))).fetchall():
-        sales[fid].append(float(amount))
+    sales = load_sales(conn, ids, now, policy or RulePolicy())
     alerts = latest_alerts(conn, ids)
     previous = latest_snapshots(conn, ids)
+    inspections = latest_inspections(conn, [lot.id for lot in lots])
     lots_of: dict[str, list[Lot]] = defaultdict(list)
     for lot in lots:
         lots_of[lot.facility_id].append(lot)
@@ -343,13 +563,15 @@ def load_inputs(conn: psycopg.Connection, facility_ids: Iterable[str], now: date
         mine = lots_of[facility.id]
         out[facility.id] = FacilityInputs(
             facility=facility, lots=mine, commodities=commodities,
-            observations={lot.id: observe(lot, cache, status, now, door_window) for lot in mine},
+            observations={lot.id: observe(lot, cache, status, now, door_window, refused)
+                          for lot in mine},
             prices=prices,
             releases=[r for r in releases if lot_facility.get(r.lot_id) == facility.id],
             receivables=[r for r in receivables if r.facility_id == facility.id],
-            sales_velocity=sales.get(facility.id, []),
+            sales=sales.get(facility.id, []),
             latest_alerts=alerts.get(facility.id, {}),
             previous=previous.get(facility.id),
+            inspections={lot.id: inspections[lot.id] for lot in mine if lot.id in inspections},
         )
     return Loaded(out)
 
@@ -363,11 +585,12 @@ def _ltv_or_none(ltv: float) -> float | None:
 def save_snapshot(conn: psycopg.Connection, snapshot: LimitSnapshot, reasons: Sequence[str]) -> None:
     conn.execute(
         "INSERT INTO limit_snapshots (facility_id, time, credit_limit, available, outstanding,"
-        " collateral_value, ltv, reasons, inputs) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " collateral_value, trusted_collateral_value, ltv, reasons, inputs)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (snapshot.facility_id, snapshot.time, round(snapshot.limit, 2),
          round(snapshot.available, 2), round(snapshot.outstanding, 2),
-         round(snapshot.collateral_value, 2), _ltv_or_none(snapshot.ltv), Jsonb(list(reasons)),
-         Jsonb(snapshot.inputs())))
+         round(snapshot.collateral_value, 2), round(snapshot.trusted_collateral_value, 2),
+         _ltv_or_none(snapshot.ltv), Jsonb(list(reasons)), Jsonb(snapshot.inputs())))
     conn.execute("SELECT pg_notify(%s, %s)", (LIMITS_CHANNEL, json.dumps({
         "facility_id": snapshot.facility_id, "limit": snapshot.limit,
         "available": snapshot.available, "ltv": _ltv_or_none(snapshot.ltv)})))
@@ -425,9 +648,10 @@ def apply_alert_events(conn: psycopg.Connection, events: Sequence[AlertEvent]) -
                          (alert.resolved_at, alert.resolved_by, alert.comment, alert.id))
             _notify_alert(conn, alert.id, alert, "resolved")
         elif isinstance(event, PledgeAlertEscalated) and alert.id is not None:
-            conn.execute("UPDATE alerts SET severity = %s, message = %s, evidence = %s"
-                         " WHERE id = %s", (str(alert.severity), alert.message,
-                                            Jsonb(_json(alert.evidence)), alert.id))
+            conn.execute("UPDATE alerts SET severity = %s, message = %s, evidence = %s,"
+                         " cleared = %s WHERE id = %s",
+                         (str(alert.severity), alert.message, Jsonb(_json(alert.evidence)),
+                          alert.cleared, alert.id))
             _notify_alert(conn, alert.id, alert, "escalated")
         elif isinstance(event, PledgeAlertCleared) and alert.id is not None:
             conn.execute("UPDATE alerts SET cleared = true WHERE id = %s", (alert.id,))

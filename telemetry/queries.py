@@ -94,10 +94,11 @@ def register_devices(conn: psycopg.Connection, devices: list[DeviceInfo]) -> int
 
 
 def mark_stale_offline(conn: psycopg.Connection, silent_for: timedelta) -> list[str]:
-    """Devices silent longer than ``silent_for`` go offline; returns their ids."""
+    """Devices silent longer than ``silent_for`` go offline; returns their ids. A device heard
+    from (``last_heard``: messages refused for what they say) is not silent."""
     rows = conn.execute(
         "UPDATE device_status SET online = false, changed_at = now()"
-        " WHERE online AND last_seen < now() - %s RETURNING device_id",
+        " WHERE online AND greatest(last_seen, last_heard) < now() - %s RETURNING device_id",
         (silent_for,),
     ).fetchall()
     conn.commit()

@@ -12,7 +12,7 @@ from datetime import datetime
 
 import psycopg
 
-from telemetry.contract.payload import Accepted, StatusChange
+from telemetry.contract.payload import Accepted, Reason, StatusChange
 
 _STAGE = """
 CREATE TEMPORARY TABLE IF NOT EXISTS readings_stage (
@@ -39,6 +39,27 @@ ON CONFLICT (device_id) DO UPDATE SET
     last_seq   = CASE WHEN (EXCLUDED.last_boot, EXCLUDED.last_seq)
                            >= (coalesce(s.last_boot, -1), coalesce(s.last_seq, -1))
                       THEN EXCLUDED.last_seq ELSE s.last_seq END
+"""
+
+# Dead letters that prove the device itself is talking: it passed the identity checks (registered,
+# enabled, on its own tenant's topic) and only what it said was refused. They keep it online (a
+# device whose readings are all out of range is faulty, not offline: `last_heard`, while
+# `last_seen` stays its last stored reading) and wake the lending engine.
+TALKING_REASONS = frozenset({
+    Reason.NOT_UTF8, Reason.MALFORMED_JSON, Reason.INVALID_SCHEMA, Reason.MISSING_BOOT_SEQ,
+    Reason.DEVICE_MISMATCH, Reason.UNKNOWN_METRIC, Reason.WRONG_TYPE, Reason.NON_FINITE,
+    Reason.OUT_OF_RANGE, Reason.TS_IN_FUTURE, Reason.TS_TOO_OLD,
+})
+
+_HEARD = """
+INSERT INTO device_status AS s (device_id, tenant, online, last_heard, changed_at)
+SELECT d.device_id, d.tenant, true, u.heard, u.heard
+  FROM unnest(%s::text[], %s::timestamptz[]) AS u(id, heard)
+  JOIN devices d ON d.device_id = u.id
+ON CONFLICT (device_id) DO UPDATE SET
+    last_heard = greatest(s.last_heard, EXCLUDED.last_heard),
+    changed_at = CASE WHEN s.online THEN s.changed_at ELSE EXCLUDED.changed_at END,
+    online     = true
 """
 
 INGEST_CHANNEL = "pw_ingest"  # NOTIFY on commit: comma-separated ids of devices with new data
@@ -132,6 +153,17 @@ def _last_seen(accepted: Sequence[Accepted]) -> list[list[object]]:
     ]
 
 
+def _heard(dead: Sequence[DeadLetter]) -> dict[str, datetime]:
+    """Per device, the newest receive time of its dead letters that show it talking."""
+    heard: dict[str, datetime] = {}
+    for d in dead:
+        if d.device_id is None or d.reason not in TALKING_REASONS:
+            continue
+        if d.device_id not in heard or d.received_at > heard[d.device_id]:
+            heard[d.device_id] = d.received_at
+    return heard
+
+
 def _copy_readings(cur: psycopg.Cursor[object], table: str, accepted: list[Accepted]) -> int:
     rows = 0
     with cur.copy(f"COPY {table} {_READING_COLUMNS} FROM STDIN (FORMAT BINARY)") as cp:
@@ -172,9 +204,13 @@ def write_batch(conn: psycopg.Connection, batch: Batch) -> WriteResult:
                 cp.set_types(_DEAD_TYPES)
                 for d in batch.dead:
                     cp.write_row((d.received_at, d.topic, d.payload, d.reason, d.detail, d.device_id))
+        heard = _heard(batch.dead)
+        if heard:
+            cur.execute(_HEARD, (list(heard), list(heard.values())))
         for s in batch.status:
             cur.execute(_STATUS, (s.device_id, s.tenant, s.online, s.received_at, s.received_at))
-        changed = [a.device_id for a in batch.accepted] + [s.device_id for s in batch.status]
+        changed = ([a.device_id for a in batch.accepted] + [s.device_id for s in batch.status]
+                   + list(heard))
         for payload in notify_payloads(changed):
             cur.execute("SELECT pg_notify(%s, %s)", (INGEST_CHANNEL, payload))
     return WriteResult(staged, inserted, len(batch.dead), len(batch.status))

@@ -6,11 +6,16 @@ gap between the raise and clear lines is the hysteresis. :func:`reconcile` turns
 events against the latest alert of each key (one key per alert type and lot or facility):
 
 - RAISE with an open or acknowledged alert of the key: nothing (idempotent under replays),
-  unless the finding is worse (more severe, or its magnitude grew by 10 %): the alert is
+  unless the finding is worse (more severe, or its magnitude grew by 4 %): the alert is
   escalated to the new severity, message and evidence;
 - RAISE after a resolved alert: a new alert only once a CLEAR was seen since it was raised
   (the alert is *re-armed*), so resolving a condition that still holds does not re-open it;
-- CLEAR: an auto-resolving alert is resolved, any other is marked cleared (re-armed);
+- RAISE with an open or acknowledged alert already marked cleared: the condition is back, the
+  alert is no longer cleared (escalated with the new evidence);
+- CLEAR: an auto-resolving alert is resolved, any other is marked cleared (re-armed); alerts of
+  :data:`OFFICER_RESOLVES` never resolve themselves; a CLEAR that carries a ``resolution`` (the
+  condition was explained, e.g. goods that left before their release was booked) resolves the
+  alert with it as the comment;
 - HOLD: nothing.
 """
 
@@ -54,6 +59,18 @@ class Severity(StrEnum):
 
 SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
+# Alerts an officer must close: when their condition ends they are marked cleared and stay in the
+# queue until resolved with a comment (whatever a rule's finding says about auto_resolve).
+OFFICER_RESOLVES = frozenset({AlertType.UNAUTHORISED_OUTBOUND, AlertType.GEOFENCE_EXIT,
+                              AlertType.SENSOR_TAMPER, AlertType.SENSOR_SPOOFING,
+                              AlertType.DUPLICATE_PLEDGE})
+
+
+def needs_comment(alert: Alert) -> bool:
+    """Resolving this alert takes an officer's comment: it is critical (now), or of a type only an
+    officer closes."""
+    return alert.severity is Severity.CRITICAL or alert.type in OFFICER_RESOLVES
+
 
 class Signal(StrEnum):
     RAISE = "raise"
@@ -85,6 +102,9 @@ class Finding:
     auto_resolve: bool = True  # resolve by itself on CLEAR (else an officer resolves it)
     cure_deadline: datetime | None = None
     magnitude: float | None = None  # how bad (e.g. units missing); growth updates an open alert
+    # a CLEAR that explains the condition (e.g. a release booked for goods that left before it):
+    # the open alert is resolved with this as its comment, even one only an officer closes
+    resolution: str | None = None
 
     @property
     def key(self) -> str:
@@ -162,12 +182,13 @@ def _raise(finding: Finding, now: datetime) -> Alert:
     return Alert(
         key=finding.key, type=finding.type, severity=finding.severity,
         facility_id=finding.facility_id, lot_id=finding.lot_id, message=finding.message,
-        evidence=_evidence(finding), raised_at=now, auto_resolve=finding.auto_resolve,
+        evidence=_evidence(finding), raised_at=now,
+        auto_resolve=finding.auto_resolve and finding.type not in OFFICER_RESOLVES,
         cure_deadline=finding.cure_deadline,
     )
 
 
-MAGNITUDE_STEP = 1.1  # an open alert's evidence is updated when its magnitude grows by 10 %
+MAGNITUDE_STEP = 1.04  # an open alert is escalated (new magnitude and evidence) when it grows 4 %
 
 
 def _evidence(finding: Finding) -> dict[str, Any]:
@@ -175,6 +196,10 @@ def _evidence(finding: Finding) -> dict[str, Any]:
     if finding.magnitude is not None:
         evidence["magnitude"] = finding.magnitude
     return evidence
+
+
+def _higher(a: Severity, b: Severity) -> Severity:
+    return a if SEVERITY_RANK[a] >= SEVERITY_RANK[b] else b
 
 
 def _worse(finding: Finding, alert: Alert) -> bool:
@@ -191,17 +216,24 @@ def reconcile(latest: Mapping[str, Alert], findings: Iterable[Finding],
     each key (any status). Applying the events and reconciling the same findings again yields no
     events (idempotent)."""
     events: list[AlertEvent] = []
-    for finding in findings:
+    for finding in merge_findings(findings):  # two rules may speak for one key
         last = latest.get(finding.key)
         if finding.signal is Signal.RAISE:
             if last is None or (not last.active and last.cleared):
                 events.append(PledgeAlertRaised(_raise(finding, now)))
+            elif last.active and last.cleared:  # the condition is back before anyone resolved it
+                events.append(PledgeAlertEscalated(replace(
+                    last, cleared=False, severity=_higher(last.severity, finding.severity),
+                    message=finding.message, evidence=_evidence(finding))))
             elif last.active and _worse(finding, last):
                 events.append(PledgeAlertEscalated(replace(
                     last, severity=finding.severity, message=finding.message,
                     evidence=_evidence(finding))))
         elif finding.signal is Signal.CLEAR and last is not None:
-            if last.active and last.auto_resolve:
+            if last.active and finding.resolution:  # explained: closed, naming the explanation
+                resolved = last.resolve(now, SYSTEM, finding.resolution)
+                events.append(PledgeAlertResolved(replace(resolved, cleared=True)))
+            elif last.active and last.auto_resolve and last.type not in OFFICER_RESOLVES:
                 resolved = last.resolve(now, SYSTEM, "condition cleared")
                 events.append(PledgeAlertResolved(replace(resolved, cleared=True)))
             elif not last.cleared:
@@ -215,3 +247,37 @@ def apply_events(latest: Mapping[str, Alert], events: Iterable[AlertEvent]) -> d
     for event in events:
         result[event.alert.key] = event.alert
     return result
+
+
+_SIGNAL_RANK = {Signal.CLEAR: 0, Signal.HOLD: 1, Signal.RAISE: 2}
+
+
+def merge_findings(findings: Iterable[Finding]) -> list[Finding]:
+    """One finding per key, in first-seen order, where several rules speak for one key (e.g. a
+    load cell reading 0 and readings the gateway refused are both a ``sensor_fault``): RAISE if
+    any raises, else HOLD if any holds, else CLEAR. Raising findings combine: the most severe
+    one's message first, every raising finding's evidence, the largest magnitude, and an officer
+    resolves it if any of them needs one."""
+    groups: dict[str, list[Finding]] = {}
+    for finding in findings:
+        groups.setdefault(finding.key, []).append(finding)
+    out = []
+    for group in groups.values():
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        top = max(_SIGNAL_RANK[f.signal] for f in group)
+        same = [f for f in group if _SIGNAL_RANK[f.signal] == top]
+        if same[0].signal is not Signal.RAISE or len(same) == 1:
+            out.append(same[0])
+            continue
+        same.sort(key=lambda f: SEVERITY_RANK[f.severity], reverse=True)
+        evidence: dict[str, Any] = {}
+        for f in reversed(same):
+            evidence.update(f.evidence)
+        magnitudes = [f.magnitude for f in same if f.magnitude is not None]
+        out.append(replace(
+            same[0], message="; ".join(f.message for f in same if f.message),
+            evidence=evidence, auto_resolve=all(f.auto_resolve for f in same),
+            magnitude=max(magnitudes) if magnitudes else None))
+    return out

@@ -12,10 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from lending.domain.alerts import Alert, AlertEvent, Finding, reconcile
+from lending.domain.inspection import Inspection, check_inspection
+from lending.domain.integrity import check_integrity
 from lending.domain.limits import LimitSnapshot, compute_limit, explain_change, limit_moved, lot_line
 from lending.domain.model import Commodity, Facility, Lot, PricePoint, Receivable, ReleaseOrder
 from lending.domain.quantity import LotObservation, TrustPolicy, Verified, verify
 from lending.domain.rules import RulePolicy, facility_findings, lot_findings
+from lending.domain.sales import Sale
 from lending.domain.valuation import haircut
 
 
@@ -30,9 +33,11 @@ class FacilityInputs:
     prices: Mapping[str, Sequence[PricePoint]]  # price history per commodity, oldest first
     releases: Sequence[ReleaseOrder] = ()
     receivables: Sequence[Receivable] = ()
-    sales_velocity: Sequence[float] = ()  # sales per period, oldest first
+    sales_velocity: Sequence[float] = ()  # closed-day sales totals, oldest first (if no sales)
+    sales: Sequence[Sale] | None = None  # dated sales (daily totals), judged by closed day
     latest_alerts: Mapping[str, Alert] = field(default_factory=dict)  # newest alert per key
     previous: LimitSnapshot | None = None
+    inspections: Mapping[str, Inspection] = field(default_factory=dict)  # latest count per lot id
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,21 +66,27 @@ def assess(inputs: FacilityInputs, now: datetime, policy: RulePolicy | None = No
     for lot in inputs.lots:
         commodity = inputs.commodities.get(lot.commodity) or Commodity(lot.commodity)
         obs = inputs.observations.get(lot.id) or LotObservation(now=now)
-        checked = verify(lot, obs, trust, commodity)
-        verified[lot.id] = checked
+        checked = verify(lot, obs, trust, commodity)  # what the sensors say (the rules' view)
+        integrity = check_integrity(lot, obs, policy.integrity)  # sensors that lie
+        checked = integrity.applied_to(checked)
+        counted, inspected = check_inspection(lot, inputs.inspections.get(lot.id), checked, trust)
+        verified[lot.id] = counted  # a standing physical count outranks the sensors
         history = inputs.prices.get(lot.commodity, ())
         latest = history[-1] if history else None
         cut = haircut(history, commodity.liquidation_days, facility.terms)
-        lines.append(lot_line(lot.id, lot.commodity, lot.declared_quantity, checked,
+        lines.append(lot_line(lot.id, lot.commodity, lot.declared_quantity, counted,
                               None if latest is None else latest.price,
                               commodity.unit_price(1.0, lot.unit_weight_kg),
                               None if latest is None else latest.time, cut,
                               facility.terms.advance_rate))
         findings.extend(lot_findings(lot, commodity, obs, checked, inputs.releases, policy, trust))
+        findings.append(inspected)
+        findings.extend(integrity.findings)
     snapshot = compute_limit(facility, lines, inputs.receivables, now)
     waiting = any(not v.observed for v in verified.values())
     findings.extend(facility_findings(facility, snapshot, inputs.latest_alerts,
-                                      inputs.sales_velocity, now, policy, waiting))
+                                      inputs.sales_velocity, now, policy, waiting,
+                                      sales=inputs.sales))
     events = reconcile(inputs.latest_alerts, findings, now)
     changed = None
     if limit_moved(inputs.previous, snapshot):

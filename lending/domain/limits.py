@@ -1,7 +1,8 @@
 """Borrowing base, dynamic limit and LTV of one facility, with every input kept.
 
 limit = min(line, Σ lot value × advance rate × trust + Σ eligible receivables × AR rate − reserves)
-available = limit − outstanding;  LTV = outstanding ÷ collateral value.
+available = limit − outstanding;  LTV = outstanding ÷ trust-weighted collateral (Σ lot value × trust),
+so goods the sensors cannot vouch for (a truck outside its geofence: trust 0) move the LTV too.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class LimitSnapshot:
     line: float
     outstanding: float
     reserves: float
-    collateral_value: float
+    collateral_value: float  # Σ lot value (haircut market value of the pledged goods)
+    trusted_collateral_value: float  # Σ lot value × trust: what LTV and the value floor measure
     lots_base: float
     eligible_receivables: float
     ar_advance_rate: float
@@ -56,7 +58,7 @@ class LimitSnapshot:
     borrowing_base: float
     limit: float
     available: float
-    ltv: float  # math.inf when there is debt and no collateral
+    ltv: float  # outstanding ÷ trusted collateral; math.inf when there is debt and none
     warning_ltv: float
     liquidation_ltv: float
     lots: tuple[LotLine, ...]
@@ -93,7 +95,9 @@ class LimitSnapshot:
         ltv = "∞" if math.isinf(self.ltv) else f"{self.ltv:.1%}"
         lines.append(
             f"  outstanding {self.outstanding:,.2f}, available {self.available:,.2f}, LTV {ltv} "
-            f"(warning {self.warning_ltv:.0%}, liquidation {self.liquidation_ltv:.0%})"
+            f"of trusted collateral {self.trusted_collateral_value:,.2f} (collateral "
+            f"{self.collateral_value:,.2f} × trust; warning {self.warning_ltv:.0%}, liquidation "
+            f"{self.liquidation_ltv:.0%})"
         )
         return "\n".join(lines)
 
@@ -123,6 +127,7 @@ def compute_limit(facility: Facility, lots: Sequence[LotLine], receivables: Iter
     """The facility's limit snapshot from its valued lots and receivables."""
     terms = facility.terms
     collateral = sum(line.value for line in lots)
+    trusted = sum(line.value * line.trust for line in lots)
     lots_base = sum(line.contribution for line in lots)
     eligible = sum(r.amount for r in receivables
                    if r.eligible(now, terms.receivable_max_days_past_due))
@@ -132,9 +137,10 @@ def compute_limit(facility: Facility, lots: Sequence[LotLine], receivables: Iter
     return LimitSnapshot(
         facility_id=facility.id, time=now, currency=facility.currency, line=facility.line,
         outstanding=facility.outstanding, reserves=facility.reserves, collateral_value=collateral,
-        lots_base=lots_base, eligible_receivables=eligible, ar_advance_rate=terms.ar_advance_rate,
+        trusted_collateral_value=trusted, lots_base=lots_base, eligible_receivables=eligible,
+        ar_advance_rate=terms.ar_advance_rate,
         receivables_base=receivables_base, borrowing_base=base, limit=limit,
-        available=limit - facility.outstanding, ltv=loan_to_value(facility.outstanding, collateral),
+        available=limit - facility.outstanding, ltv=loan_to_value(facility.outstanding, trusted),
         warning_ltv=terms.warning_ltv, liquidation_ltv=terms.liquidation_ltv, lots=tuple(lots),
         binding="line" if facility.line <= base else "borrowing base",
     )

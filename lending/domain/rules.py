@@ -8,31 +8,47 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 
 from lending.domain.alerts import Alert, AlertType, Finding, Severity, Signal, alert_key
-from lending.domain.detectors import cusum_drop, point_in_polygon, sales_collapse
+from lending.domain.detectors import (
+    MAD_EPSILON,
+    MAD_TO_SIGMA,
+    point_in_polygon,
+    sales_collapse,
+)
+from lending.domain.integrity import IntegrityPolicy, site_door_times
+from lending.domain.ledger import account, load_cell_finding, quiet_finding
 from lending.domain.limits import LimitSnapshot
 from lending.domain.model import Commodity, Facility, Lot, ReleaseOrder, ReleaseStatus
 from lending.domain.quantity import LotObservation, TrustPolicy, Verified
+from lending.domain.sales import Sale, SalesDays, closed_days
 
 
 @dataclass(frozen=True, slots=True)
 class RulePolicy:
     """Thresholds of the alert rules (product parameters)."""
 
-    cusum_baseline_n: int = 10
-    cusum_k: float = 0.5
-    cusum_h: float = 5.0
-    weight_noise_kg: float = 2.0  # load-cell noise: the CUSUM's smallest sigma
-    weight_noise_share: float = 0.001  # ... or this share of the declared weight, if larger
-    min_drop_share: float = 0.02  # smaller drops (share of declared) are not an outbound
-    min_drop_units: float = 1.0
-    release_match_window: timedelta = timedelta(hours=2)
+    # The goods ledger (lending.domain.ledger): shortfall = expected − verified level, per lot.
+    ledger_floor_share: float = 0.015  # the raise line: at least this share of the expected qty,
+    ledger_noise_z: float = 5.0  # ... or the sensor's own noise × this, if larger,
+    ledger_cap_share: float = 0.018  # ... but never above this share (below 2 %: a 2 % theft alarms)
+    ledger_min_units: float = 1.0  # ... and never below this many units
+    ledger_clear_ratio: float = 0.5  # clears below this share of the raise line
+    ledger_dwell: timedelta = timedelta(minutes=10)  # standing: the level short this long
+    ledger_dwell_points: int = 30  # ... judged at this many points of the dwell at most
+    ledger_noise_window: timedelta = timedelta(hours=1)  # noise from this much recent history
+    ledger_magnitude_window: timedelta = timedelta(minutes=1)  # the magnitude's level (≥ 3 samples)
+    fast_tau: timedelta = timedelta(seconds=30)  # fast detector: shortfall beyond the line
+    fast_h: float = 1.0  # ... × time, in line × fast_tau, alarms above this
+    fast_min_samples: int = 3  # ... with at least this many samples in a row beyond the line
+    fast_max_gap: timedelta = timedelta(seconds=60)  # a sample weighs at most this much time
+    release_lead: timedelta = timedelta(minutes=30)  # goods may leave this long before booking
+    release_match_window: timedelta = timedelta(hours=2)  # recent releases: named, doors excused
     utc_offset_hours: float = 8.0  # the sites' local time, for business hours
     temp_margin_c: float = 0.5  # a condition alert clears this far inside the range
     humidity_margin_pct: float = 2.0
@@ -40,7 +56,15 @@ class RulePolicy:
     sales_clear_z: float = 2.0
     sales_min_points: int = 8
     floor_hysteresis: float = 0.02
+    ltv_cure_margin: float = 0.01  # a top-up/repay brings LTV this far below warning − hysteresis
+    overadvance_min_amount: float = 0.01  # drawn above the limit by more than this: overadvance
+    overadvance_hysteresis: float = 0.02  # ... cleared once drawn ≤ limit × (1 − this)
+    sales_history_days: int = 30  # closed days the sales-collapse rule looks back over
+    sales_close_grace: timedelta = timedelta(hours=4)  # a day is judged this long after it ends
+    sales_settle: timedelta = timedelta(minutes=10)  # past days' sales this recent: a load, hold
+    sales_trading_day_share: float = 0.5  # a weekday with sales on fewer of its days is idle
     evidence_samples: int = 12
+    integrity: IntegrityPolicy = field(default_factory=IntegrityPolicy)  # sensors that lie
 
 
 def _iso(t: datetime) -> str:
@@ -56,29 +80,10 @@ def _executed_releases(lot: Lot, releases: Sequence[ReleaseOrder], since: dateti
             and r.executed_at is not None and r.executed_at >= since]
 
 
-def _samples(times: Sequence[datetime], values: Sequence[float], around: int, n: int) -> list[list[Any]]:
-    lo = max(0, around - n // 2)
-    return [[_iso(t), v] for t, v in zip(times[lo:lo + n], values[lo:lo + n], strict=False)]
-
-
-def _drop(lot: Lot, times: Sequence[datetime], values: Sequence[float], *, unit: float,
-          min_sigma: float, policy: RulePolicy) -> dict[str, Any] | None:
-    """The evidence of a CUSUM-detected drop in a series (in units of goods), or None."""
-    result = cusum_drop(np.asarray(values, dtype=float), baseline_n=policy.cusum_baseline_n,
-                        k=policy.cusum_k, h=policy.cusum_h, min_sigma=min_sigma)
-    if not result.alarm or result.index is None:
-        return None
-    units = result.drop / unit
-    if units < max(policy.min_drop_units, policy.min_drop_share * lot.declared_quantity):
-        return None
-    return {
-        "baseline": result.baseline, "level": result.level, "drop": result.drop,
-        "drop_units": units, "onset": _iso(times[result.index]), "cusum": result.statistic,
-        "samples": _samples(times, values, result.index, policy.evidence_samples),
-    }
-
-
 def _out_of_hours(lot: Lot, times: Sequence[datetime], policy: RulePolicy) -> list[datetime]:
+    """The door openings out of business hours. ``times`` are when they happened
+    (:func:`lending.domain.integrity.site_door_times`: a skewed device clock is corrected by its
+    offset from receive time, so a clock hours behind does not hide a night-time opening)."""
     offset = timedelta(hours=policy.utc_offset_hours)
     late = []
     for t in times:
@@ -89,42 +94,24 @@ def _out_of_hours(lot: Lot, times: Sequence[datetime], policy: RulePolicy) -> li
 
 
 def outbound_finding(lot: Lot, obs: LotObservation, releases: Sequence[ReleaseOrder],
-                     policy: RulePolicy) -> Finding:
-    """Goods left the lot (a weight or count drop, or a door open out of hours) that no executed
-    release explains."""
-    declared_kg = lot.declared_quantity * lot.unit_weight_kg
-    weight_sigma = max(policy.weight_noise_kg, policy.weight_noise_share * declared_kg)
-    drop = None
-    if obs.weight_kg:
-        drop = _drop(lot, obs.weight_times, obs.weight_kg, unit=lot.unit_weight_kg,
-                     min_sigma=weight_sigma, policy=policy)
-        if drop:
-            drop["metric"] = "weight_kg"
-    elif obs.rfid_count:  # a count drop is an outbound only where no load cell weighs the lot
-        drop = _drop(lot, obs.rfid_times, obs.rfid_count, unit=1.0, min_sigma=0.5, policy=policy)
-        if drop:
-            drop["metric"] = "rfid_count"
+                     policy: RulePolicy, trust: TrustPolicy | None = None) -> Finding:
+    """Goods missing from the lot's ledger (expected − verified level, see
+    :mod:`lending.domain.ledger`: the load cell, or the RFID count where no working load cell
+    weighs the lot), or a door open out of hours, that no executed release explains."""
+    trust = trust or TrustPolicy()
+    ledger = account(lot, obs, releases, policy, trust)
     since = obs.now - policy.release_match_window
-    late_doors = _out_of_hours(lot, obs.door_open_at, policy)
+    late_doors = _out_of_hours(lot, site_door_times(obs, policy.integrity), policy)  # skew-proof
     evidence: dict[str, Any] = {}
     severity = Severity.WARNING
-    if drop is not None:
-        onset = datetime.fromisoformat(drop["onset"])
-        released = _executed_releases(lot, releases, onset - policy.release_match_window)
-        explained = sum(r.quantity for r in released)
-        unexplained = drop["drop_units"] - explained
-        tolerance = max(policy.min_drop_units, policy.min_drop_share * lot.declared_quantity)
-        drop["releases"] = [{"id": r.id, "quantity": r.quantity,
-                             "executed_at": _iso(r.executed_at)} for r in released if r.executed_at]
-        drop["unexplained_units"] = unexplained
-        if unexplained > tolerance:
-            evidence["drop"] = drop
-            severity = Severity.CRITICAL
+    if ledger is not None and ledger.signal is Signal.RAISE:
+        evidence["drop"] = ledger.evidence(policy, trust)
+        severity = Severity.CRITICAL
     if late_doors and not _executed_releases(lot, releases, since):
         evidence["door_open_out_of_hours"] = [_iso(t) for t in late_doors[-policy.evidence_samples:]]
         evidence["business_hours"] = list(lot.business_hours)
     if not evidence:
-        return _finding(AlertType.UNAUTHORISED_OUTBOUND, lot, Signal.CLEAR, auto_resolve=False)
+        return quiet_finding(lot, ledger)  # HOLD in the band; CLEAR, or explained by a release
     if "drop" in evidence:
         d = evidence["drop"]
         message = (f"{d['unexplained_units']:,.1f} units left lot {lot.id} without a release "
@@ -140,12 +127,16 @@ def sensor_findings(lot: Lot, obs: LotObservation, verified: Verified,
                     trust: TrustPolicy) -> list[Finding]:
     """Tamper, offline, stale and flat-lined sensors of a lot."""
     bound = set(lot.sensors)
-    tampered = sorted(bound & obs.tampered)
+    seen = {d: t for d, t in obs.tamper_seen_at.items()  # set, perhaps cleared since (a backlog)
+            if d in bound and obs.now - t <= trust.tamper_memory}
+    tampered = sorted((bound & obs.tampered) | set(seen))
     offline = sorted(bound & obs.offline)
     out = [
         _finding(AlertType.SENSOR_TAMPER, lot, Signal.RAISE if tampered else Signal.CLEAR,
                  severity=Severity.CRITICAL, message=f"tamper switch set on {', '.join(tampered)}",
-                 evidence={"devices": tampered}),
+                 evidence={"devices": tampered, "set_now": sorted(bound & obs.tampered),
+                           "seen_set_at": {d: _iso(t) for d, t in sorted(seen.items())}},
+                 auto_resolve=False),
         _finding(AlertType.SENSOR_OFFLINE, lot, Signal.RAISE if offline else Signal.CLEAR,
                  message=f"sensor offline: {', '.join(offline)}", evidence={"devices": offline}),
     ]
@@ -216,12 +207,12 @@ def condition_finding(lot: Lot, commodity: Commodity, obs: LotObservation,
 def geofence_finding(lot: Lot, obs: LotObservation) -> Finding:
     """The lot (or the vehicle carrying it) is outside its geofence."""
     if lot.geofence is None or obs.position is None:
-        return _finding(AlertType.GEOFENCE_EXIT, lot, Signal.CLEAR)
+        return _finding(AlertType.GEOFENCE_EXIT, lot, Signal.CLEAR, auto_resolve=False)
     lat, lon = obs.position
     inside = point_in_polygon(lat, lon, lot.geofence)
     return _finding(
         AlertType.GEOFENCE_EXIT, lot, Signal.CLEAR if inside else Signal.RAISE,
-        severity=Severity.CRITICAL,
+        severity=Severity.CRITICAL, auto_resolve=False,  # back inside: cleared, an officer resolves
         message=f"lot {lot.id} left its geofence at ({lat:.5f}, {lon:.5f})",
         evidence={"position": [lat, lon], "at": _iso(obs.position_at) if obs.position_at else None,
                   "geofence": [list(p) for p in lot.geofence], "vehicle": lot.vehicle})
@@ -231,7 +222,8 @@ def lot_findings(lot: Lot, commodity: Commodity, obs: LotObservation, verified: 
                  releases: Sequence[ReleaseOrder], policy: RulePolicy,
                  trust: TrustPolicy) -> list[Finding]:
     return [
-        outbound_finding(lot, obs, releases, policy),
+        outbound_finding(lot, obs, releases, policy, trust),
+        load_cell_finding(lot, verified, trust),
         *sensor_findings(lot, obs, verified, trust),
         mismatch_finding(lot, verified, trust),
         condition_finding(lot, commodity, obs, policy),
@@ -243,14 +235,94 @@ def _ltv_text(ltv: float) -> str:
     return "∞" if math.isinf(ltv) else f"{ltv:.1%}"
 
 
-def _ltv_evidence(s: LimitSnapshot) -> dict[str, Any]:
-    top_up = max(0.0, s.outstanding / s.warning_ltv - s.collateral_value) if s.warning_ltv > 0 else 0.0
+def _ceil_cents(amount: float) -> float:
+    """``amount`` rounded up to the cent, so that paying it never falls short by a rounding."""
+    if not math.isfinite(amount):
+        return amount
+    return math.ceil(round(amount * 100.0, 6)) / 100.0
+
+
+def _collateral_haircut(s: LimitSnapshot, default: float) -> float:
+    """The lots' haircut as one figure, 1 − Σ value ÷ Σ market value (``default`` when no lot is
+    priced): what goods added to the facility would be valued at."""
+    priced = [lot for lot in s.lots if lot.price is not None]
+    market = sum(lot.pledged * lot.units_per_quote * (lot.price or 0.0) for lot in priced)
+    if not (math.isfinite(market) and market > 0):
+        return default
+    return min(1.0, max(0.0, 1.0 - sum(lot.value for lot in priced) / market))
+
+
+def _cure(s: LimitSnapshot, facility: Facility, policy: RulePolicy) -> dict[str, Any]:
+    """What cures an LTV warning with margin: LTV brought to ``target_ltv`` = warning line −
+    hysteresis − ``ltv_cure_margin``, either by adding goods (``top_up_needed``: their market
+    value at the lots' haircut, trusted in full; ``top_up_value``: the same after the haircut) or
+    by repaying cash (``repay_needed``). Amounts are rounded up to the cent; a top-up is None when
+    no collateral can do it (a haircut of 100 %, or a target at or below zero)."""
+    terms = facility.terms
+    target = terms.warning_ltv - terms.ltv_hysteresis - policy.ltv_cure_margin
+    cut = _collateral_haircut(s, terms.base_haircut)
+    drawn, trusted = s.outstanding, s.trusted_collateral_value
+    if target <= 0:
+        return {"target_ltv": target, "haircut": cut, "top_up_value": None, "top_up_needed": None,
+                "repay_needed": _ceil_cents(drawn)}
+    value = max(0.0, drawn / target - trusted)
+    market = value / (1.0 - cut) if cut < 1.0 else math.inf
+    return {"target_ltv": target, "haircut": cut, "top_up_value": _ceil_cents(value),
+            "top_up_needed": _ceil_cents(market) if math.isfinite(market) else None,
+            "repay_needed": _ceil_cents(max(0.0, drawn - target * trusted))}
+
+
+def _cure_text(evidence: Mapping[str, Any], currency: str) -> str:
+    repay = f"repay {evidence['repay_needed']:,.2f} {currency}"
+    top_up = evidence["top_up_needed"]
+    if top_up is None:
+        return repay
+    return (f"top up {top_up:,.2f} {currency} of collateral (market value, at the lots' "
+            f"{evidence['haircut']:.1%} haircut) or {repay}")
+
+
+def _ltv_evidence(s: LimitSnapshot, facility: Facility, policy: RulePolicy) -> dict[str, Any]:
     return {"ltv": None if math.isinf(s.ltv) else s.ltv, "outstanding": s.outstanding,
-            "collateral_value": s.collateral_value, "warning_ltv": s.warning_ltv,
-            "liquidation_ltv": s.liquidation_ltv, "top_up_needed": top_up,
+            "collateral_value": s.collateral_value,
+            "trusted_collateral_value": s.trusted_collateral_value, "warning_ltv": s.warning_ltv,
+            "liquidation_ltv": s.liquidation_ltv, **_cure(s, facility, policy),
             "prices": {lot.commodity: [lot.price, lot.price_time] for lot in s.lots},
             "lots": {lot.lot_id: {"pledged": lot.pledged, "value": lot.value, "trust": lot.trust}
                      for lot in s.lots}}
+
+
+def overadvance_finding(facility: Facility, s: LimitSnapshot, policy: RulePolicy) -> Finding:
+    """Drawn above the limit: the amount to repay (to ``limit × (1 − overadvance_hysteresis)``,
+    so that paying it clears the alert), or the market value of goods to add where the borrowing
+    base, not the line, binds."""
+    drawn, limit = s.outstanding, s.limit
+    target = limit * (1.0 - policy.overadvance_hysteresis)
+    if drawn - limit > policy.overadvance_min_amount:
+        signal = Signal.RAISE
+    elif drawn <= target:
+        signal = Signal.CLEAR
+    else:
+        signal = Signal.HOLD
+    repay = _ceil_cents(max(0.0, drawn - target))
+    needed_limit = drawn / (1.0 - policy.overadvance_hysteresis) if policy.overadvance_hysteresis < 1 \
+        else math.inf
+    cut = _collateral_haircut(s, facility.terms.base_haircut)
+    per_market = (1.0 - cut) * facility.terms.advance_rate  # borrowing base per unit of market value
+    top_up = None
+    if needed_limit <= s.line and per_market > 0:
+        top_up = _ceil_cents(max(0.0, needed_limit - s.borrowing_base) / per_market)
+    cur = facility.currency
+    message = (f"drawn {drawn:,.2f} {cur} exceeds the limit {limit:,.2f} by {drawn - limit:,.2f}: "
+               f"repay {repay:,.2f} {cur}")
+    if top_up is not None:
+        message += f" or add {top_up:,.2f} {cur} of collateral (market value)"
+    return Finding(
+        AlertType.OVERADVANCE, facility.id, None, signal, Severity.CRITICAL, message,
+        {"drawn": drawn, "limit": limit, "excess": drawn - limit, "repay_needed": repay,
+         "target_drawn": target, "top_up_needed": top_up, "haircut": cut,
+         "advance_rate": facility.terms.advance_rate, "line": s.line,
+         "borrowing_base": s.borrowing_base, "binding": s.binding,
+         "hysteresis": policy.overadvance_hysteresis}, magnitude=repay)
 
 
 def _unless_waiting(signal: Signal, waiting: bool) -> Signal:
@@ -259,14 +331,18 @@ def _unless_waiting(signal: Signal, waiting: bool) -> Signal:
 
 def facility_findings(facility: Facility, snapshot: LimitSnapshot, latest: Mapping[str, Alert],
                       sales_velocity: Sequence[float], now: datetime,
-                      policy: RulePolicy, awaiting_first_readings: bool = False) -> list[Finding]:
-    """LTV lines (with the cure period), value floor and sales collapse of one facility.
+                      policy: RulePolicy, awaiting_first_readings: bool = False,
+                      sales: Sequence[Sale] | None = None) -> list[Finding]:
+    """LTV lines (with the cure period), overadvance, value floor and sales collapse of one
+    facility. LTV and the floor measure trust-weighted collateral.
 
     While a lot awaits its sensors' first readings the collateral is unknown rather than zero:
     the value rules hold (neither raise nor clear) until every lot has reported.
+    ``sales`` (dated sales, when given) are turned into closed-day totals here; otherwise
+    ``sales_velocity`` is taken as closed-day totals already.
     """
     terms, ltv = facility.terms, snapshot.ltv
-    evidence = _ltv_evidence(snapshot)
+    evidence = _ltv_evidence(snapshot, facility, policy)
     fid = facility.id
     if ltv >= terms.warning_ltv:
         warn = Signal.RAISE
@@ -278,9 +354,10 @@ def facility_findings(facility: Facility, snapshot: LimitSnapshot, latest: Mappi
     warn = _unless_waiting(warn, awaiting_first_readings)
     findings = [Finding(
         AlertType.LTV_WARNING, fid, None, warn, Severity.WARNING,
-        f"LTV {_ltv_text(ltv)} crossed the warning line {terms.warning_ltv:.0%}: top up "
-        f"{evidence['top_up_needed']:,.2f} {facility.currency} of collateral or repay by "
-        f"{deadline:%Y-%m-%d %H:%M} UTC", evidence, cure_deadline=deadline)]
+        f"LTV {_ltv_text(ltv)} crossed the warning line {terms.warning_ltv:.0%}: "
+        f"{_cure_text(evidence, facility.currency)} by {deadline:%Y-%m-%d %H:%M} UTC (LTV to "
+        f"{evidence['target_ltv']:.0%})", evidence, cure_deadline=deadline,
+        magnitude=evidence["top_up_needed"])]
     warning = latest.get(alert_key(AlertType.LTV_WARNING, fid, None))
     expired = warn is not Signal.CLEAR and (
         (warning is not None and warning.active and warning.cure_deadline is not None
@@ -300,38 +377,82 @@ def facility_findings(facility: Facility, snapshot: LimitSnapshot, latest: Mappi
         f"LTV {_ltv_text(ltv)}: {reason}",
         {**evidence, "cure_deadline": warning.cure_deadline.isoformat()
          if warning is not None and warning.cure_deadline else None}))
-    floor = facility.value_floor
-    if floor > 0 and snapshot.collateral_value < floor:
+    over = overadvance_finding(facility, snapshot, policy)
+    findings.append(replace(over, signal=_unless_waiting(over.signal, awaiting_first_readings)))
+    floor, trusted = facility.value_floor, snapshot.trusted_collateral_value
+    if floor > 0 and trusted < floor:
         fl = Signal.RAISE
-    elif floor <= 0 or snapshot.collateral_value >= floor * (1 + policy.floor_hysteresis):
+    elif floor <= 0 or trusted >= floor * (1 + policy.floor_hysteresis):
         fl = Signal.CLEAR
     else:
         fl = Signal.HOLD
     fl = _unless_waiting(fl, awaiting_first_readings)
     findings.append(Finding(
         AlertType.VALUE_BELOW_FLOOR, fid, None, fl, Severity.WARNING,
-        f"collateral value {snapshot.collateral_value:,.2f} below the floor {floor:,.2f}",
-        {"collateral_value": snapshot.collateral_value, "floor": floor}))
-    findings.append(sales_finding(fid, sales_velocity, policy))
+        f"trust-weighted collateral value {trusted:,.2f} below the floor {floor:,.2f} (collateral "
+        f"{snapshot.collateral_value:,.2f} before trust)",
+        {"collateral_value": snapshot.collateral_value, "trusted_collateral_value": trusted,
+         "floor": floor}))
+    days = None if sales is None else closed_days(
+        sales, now, days=policy.sales_history_days, utc_offset_hours=policy.utc_offset_hours,
+        close_grace=policy.sales_close_grace, settle=policy.sales_settle,
+        trading_share=policy.sales_trading_day_share)
+    findings.append(sales_finding(
+        fid, sales_velocity if days is None else days.totals, policy, days=days,
+        open_alert=latest.get(alert_key(AlertType.SALES_COLLAPSE, fid, None))))
     return findings
 
 
-def sales_finding(facility_id: str, velocity: Sequence[float], policy: RulePolicy) -> Finding:
-    """Sales collapse: the latest sales velocity is a robust-z outlier below its history."""
-    values = [float(v) for v in velocity]
-    if len(values) < policy.sales_min_points:
-        return Finding(AlertType.SALES_COLLAPSE, facility_id, None, Signal.CLEAR)
-    collapsed, z = sales_collapse(np.asarray(values), threshold=policy.sales_raise_z)
+def _anchored_z(alert: Alert | None, latest: float) -> float | None:
+    """Robust z of ``latest`` against the median and scale an open collapse alert was raised
+    with (None without them): a stop that lasts until it fills the history still holds."""
+    if alert is None or not alert.active:
+        return None
+    median, scale = alert.evidence.get("median"), alert.evidence.get("scale")
+    if not (isinstance(median, int | float) and isinstance(scale, int | float)
+            and math.isfinite(median) and math.isfinite(scale) and scale > 0):
+        return None
+    return (latest - float(median)) / float(scale)
+
+
+def sales_finding(facility_id: str, velocity: Sequence[float], policy: RulePolicy, *,
+                  days: SalesDays | None = None, open_alert: Alert | None = None) -> Finding:
+    """Sales collapse: the last closed day's sales are a robust-z outlier below the days before
+    (``velocity``: closed-day totals, oldest first, a day without sales a 0; ``days``: where they
+    came from). Holds while a history is loading; an open alert clears only once sales are back
+    near the level it was raised against."""
+    values = [float(v) for v in velocity if math.isfinite(float(v))]
+    shown = values[-policy.evidence_samples:]
+    day = None if days is None else days.last_closed_day.isoformat()
+    idle = [] if days is None else list(days.idle_weekdays)
+    if days is not None and days.loading:
+        return Finding(AlertType.SALES_COLLAPSE, facility_id, None, Signal.HOLD, Severity.WARNING,
+                       "sales history still arriving: judged once it settles",
+                       {"velocity": shown, "loading": True, "last_closed_day": day})
+    z, median, scale, collapsed = 0.0, None, None, False
+    if len(values) >= max(policy.sales_min_points, 2):
+        history = np.asarray(values[:-1], dtype=float)
+        median = float(np.median(history))
+        scale = max(MAD_TO_SIGMA * float(np.median(np.abs(history - median))),
+                    MAD_EPSILON * max(1.0, abs(median)))
+        collapsed, z = sales_collapse(np.asarray(values), threshold=policy.sales_raise_z)
     if collapsed:
         signal = Signal.RAISE
     elif z > -policy.sales_clear_z:
         signal = Signal.CLEAR
     else:
         signal = Signal.HOLD
+    anchored = _anchored_z(open_alert, values[-1] if values else 0.0)
+    if signal is Signal.CLEAR and anchored is not None and anchored <= -policy.sales_clear_z:
+        signal = Signal.HOLD
+    latest = values[-1] if values else 0.0
     return Finding(AlertType.SALES_COLLAPSE, facility_id, None, signal, Severity.WARNING,
-                   f"sales velocity collapsed (robust z {z:.1f})",
-                   {"velocity": values[-policy.evidence_samples:], "robust_z": z,
-                    "threshold": -policy.sales_raise_z})
+                   f"sales velocity collapsed (robust z {z:.1f}): {latest:,.2f} on "
+                   f"{day or 'the last closed day'} against a median of {median or 0.0:,.2f} over "
+                   f"{max(len(values) - 1, 0)} days",
+                   {"velocity": shown, "robust_z": z, "threshold": -policy.sales_raise_z,
+                    "median": median, "scale": scale, "last_closed_day": day,
+                    "idle_weekdays": idle, "anchored_z": anchored})
 
 
 def duplicate_pledge_finding(facility_id: str, lot_id: str, conflicts: Sequence[str]) -> Finding:

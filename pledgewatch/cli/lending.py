@@ -1,4 +1,5 @@
-"""`pledgewatch portfolio|prices|facility|release|repay|sale|alerts|engine`: the lending commands.
+"""`pledgewatch portfolio|prices|facility|release|repay|sale|alerts|inspection|engine`: the lending
+commands.
 
 Each command opens the configured database (or the embedded one, shared with a running demo),
 does one thing, and prints what it did; errors are one line on stderr with exit code 2.
@@ -19,8 +20,10 @@ from lending.operations import (
     acknowledge_alert,
     advance_release,
     list_alerts,
+    list_inspections,
     load_portfolio,
     post_prices,
+    record_inspection,
     record_sale,
     request_release,
     resolve_alert,
@@ -37,6 +40,8 @@ facility_app = typer.Typer(help="Facilities: limit, available, LTV and why.", no
 release_app = typer.Typer(help="Release orders: requested → approved → executed.",
                           no_args_is_help=True)
 alerts_app = typer.Typer(help="Pledge alerts: list, acknowledge, resolve.", no_args_is_help=True)
+inspection_app = typer.Typer(help="Field inspections: physical counts that outrank the sensors.",
+                             no_args_is_help=True)
 
 
 @portfolio_app.command("load")
@@ -176,11 +181,48 @@ def alerts_ack(alert_id: Annotated[int, typer.Argument(min=1)],
 
 @alerts_app.command("resolve")
 def alerts_resolve(alert_id: Annotated[int, typer.Argument(min=1)],
-                   comment: Annotated[str, typer.Option(help="why it is resolved")],
+                   comment: Annotated[str | None, typer.Option(
+                       help="why it is resolved (required for critical alerts and for outbound, "
+                            "geofence, tamper, spoofing and duplicate-pledge alerts)")] = None,
                    by: Annotated[str, typer.Option(help="who resolves")] = "officer") -> None:
-    """Resolve an alert with a comment."""
+    """Resolve an alert with a comment (a critical alert without one is refused)."""
     run(lambda conn: resolve_alert(conn, alert_id, by, comment, now()))
     typer.echo(f"alert #{alert_id} resolved by {by}")
+
+
+@inspection_app.command("record")
+def inspection_record(
+    lot_id: Annotated[str, typer.Argument(help="the lot counted")],
+    count: Annotated[float, typer.Option("--count", help="units counted on site")],
+    by: Annotated[str, typer.Option(help="who counted (officer, collateral manager)")] = "officer",
+    note: Annotated[str, typer.Option(help="what was seen")] = "",
+) -> None:
+    """Record a physical count of a lot; a count the sensors disagree with lowers the lot's trust
+    and raises inspection_mismatch until they agree again."""
+    row = run(lambda conn: record_inspection(conn, lot_id, count, counted_by=by, recorded_by="cli",
+                                             now=now(), note=note))
+    sensors = row["sensor_quantity"]
+    said = "nothing" if sensors is None else f"{sensors:,.1f} unit(s)"
+    typer.echo(f"inspection #{row['id']}: lot {lot_id} counted {count:,.1f} unit(s) by {by}; "
+               f"the sensors said {said}")
+
+
+@inspection_app.command("list")
+def inspection_list(
+    lot: Annotated[str | None, typer.Option(help="only this lot")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+) -> None:
+    """List inspections, newest count first."""
+    rows = run(lambda conn: list_inspections(conn, lot, limit))
+    if not rows:
+        typer.echo("no inspections")
+    for r in rows:
+        sensors = r["sensor_quantity"]
+        said = "-" if sensors is None else f"{sensors:,.1f}"
+        note = f": {r['note']}" if r["note"] else ""
+        typer.echo(f"#{r['id']} {r['counted_at']:%Y-%m-%d %H:%M:%S} {r['lot_id']} "
+                   f"{r['facility_id']} counted {r['counted_quantity']:,.1f} by {r['counted_by']} "
+                   f"(sensors {said}){note}")
 
 
 def engine(
@@ -204,6 +246,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(facility_app, name="facility")
     app.add_typer(release_app, name="release")
     app.add_typer(alerts_app, name="alerts")
+    app.add_typer(inspection_app, name="inspection")
     app.command("repay")(repay)
     app.command("sale")(sale)
     app.command("engine")(engine)

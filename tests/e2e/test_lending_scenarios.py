@@ -256,7 +256,9 @@ def test_theft_at_night_raises_unauthorised_outbound_with_evidence(run_case: Cal
     assert 0.2 * UNITS <= drop["unexplained_units"] <= 0.4 * UNITS, drop
     assert drop["releases"] == [] and drop["samples"] and drop["onset"]
     assert alert["evidence"]["door_open_out_of_hours"], "the night-time door opening is evidence"
-    after = limit_fell(run, before, 0.8)
+    # the goods ledger's fast detector raises while the goods are still leaving: wait for the limit
+    # to follow all of them (the verified level, not one reading, so it takes a few readings)
+    after = limit_fell(run, before, 0.74)
     assert after == pytest.approx(before * 0.7, rel=0.06)
 
 

@@ -99,7 +99,7 @@ def test_load_a_portfolio_post_prices_and_explain_a_limit(migrated_db: str, tmp_
     assert 0 < data["limit"] <= data["line"]
     assert data["limit"] == pytest.approx(data["lots_base"])
     assert data["available"] == pytest.approx(data["limit"] - 100_000)
-    assert data["ltv"] == pytest.approx(100_000 / data["collateral_value"])
+    assert data["ltv"] == pytest.approx(100_000 / data["trusted_collateral_value"])  # Σ value × trust
     assert data["last_change"] == ["first assessment"]
     assert float(scalar(migrated_db, "SELECT credit_limit FROM limit_snapshots WHERE facility_id ="
                         " 'fac-grain' ORDER BY id DESC LIMIT 1")) == pytest.approx(  # type: ignore[arg-type]

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 import pytest
 
 from lending.domain.model import PricePoint
+from lending.domain.rules import RulePolicy
+from lending.domain.sales import last_closed_day
 from lending.engine import LendingEngine, start_engine_thread
 from lending.operations import load_portfolio, post_prices, record_sale
 from lending.portfolio_file import PortfolioIn
@@ -96,11 +98,12 @@ def test_stored_readings_wake_the_engine_and_a_theft_raises_one_alert(db: str,
     assert wait_until(lambda: (lim := latest_limit(db)) is not None and lim > 0, timeout=10)
     before = latest_limit(db)
     assert before is not None
-    store(db, [UNITS * UNIT_KG * 0.6] * 3, start_seq=100)
+    later = datetime.now(UTC) + timedelta(seconds=30)  # device times after the steady readings
+    store(db, [UNITS * UNIT_KG * 0.6] * 3, start_seq=100, end=later)
     assert wait_until(lambda: ("unauthorised_outbound", "open") in alerts(db), timeout=10), alerts(db)
     assert wait_until(lambda: (latest_limit(db) or before) < before * 0.7, timeout=10)
     # The same readings again (a redelivery) change nothing: no second alert.
-    store(db, [UNITS * UNIT_KG * 0.6] * 3, start_seq=100)
+    store(db, [UNITS * UNIT_KG * 0.6] * 3, start_seq=100, end=later)
     cycles = running.stats.cycles
     assert wait_until(lambda: running.stats.cycles > cycles, timeout=10)
     assert [a for a in alerts(db) if a[0] == "unauthorised_outbound"] == [
@@ -136,7 +139,7 @@ def test_time_passing_alone_makes_a_silent_lot_stale(db: str) -> None:
 
 def test_two_engines_racing_on_one_facility_store_one_alert(db: str) -> None:
     store(db, [UNITS * UNIT_KG + (i % 3) for i in range(20)])
-    store(db, [UNITS * UNIT_KG * 0.5] * 3, start_seq=100)
+    store(db, [UNITS * UNIT_KG * 0.5] * 3, start_seq=100, end=datetime.now(UTC) + timedelta(seconds=30))
     engines = [LendingEngine(db) for _ in range(2)]
     barrier = threading.Barrier(len(engines))
     errors: list[BaseException] = []
@@ -168,23 +171,33 @@ def test_the_engine_rides_out_a_database_outage(pg: PgServer, db: str,
     with pg.outage(db):
         wait_until(lambda: False, timeout=1.0)
     # Back up: new readings are followed again.
-    store(db, [UNITS * UNIT_KG * 0.5] * 3, start_seq=200)
+    store(db, [UNITS * UNIT_KG * 0.5] * 3, start_seq=200, end=datetime.now(UTC) + timedelta(seconds=30))
     assert wait_until(lambda: ("unauthorised_outbound", "open") in alerts(db), timeout=20), (
         alerts(db))
 
 
 def test_a_sales_collapse_raises_an_early_warning(db: str) -> None:
     store(db, [UNITS * UNIT_KG] * 15)
-    now = datetime.now(UTC)
+    shift = [timedelta(0)]  # the engine's clock, moved past the settle time of the history posted
+    settled = datetime.now(UTC) + timedelta(hours=1)
+    last = last_closed_day(settled, RulePolicy().utc_offset_hours, RulePolicy().sales_close_grace)
+
+    def at_noon(day: date) -> datetime:  # 12:00 at the sites (UTC+8)
+        return datetime(day.year, day.month, day.day, 4, tzinfo=UTC)
+
     with psycopg.connect(db) as conn:
         for day in range(20, 0, -1):  # three weeks of steady daily sales ...
-            record_sale(conn, "fac", 50_000.0 + 1_000.0 * (day % 5), now - timedelta(days=day))
-    engine = LendingEngine(db)
+            record_sale(conn, "fac", 50_000.0 + 1_000.0 * (day % 5),
+                        at_noon(last - timedelta(days=day)))
+    engine = LendingEngine(db, clock=lambda: datetime.now(UTC) + shift[0])
     try:
         engine.recompute(["fac"])
         assert ("sales_collapse", "open") not in alerts(db)
-        with psycopg.connect(db) as conn:  # ... then today's sales collapse
-            record_sale(conn, "fac", 2_000.0, now)
+        with psycopg.connect(db) as conn:  # ... then the last closed day's sales collapse
+            record_sale(conn, "fac", 2_000.0, at_noon(last))
+        engine.recompute(["fac"])
+        assert ("sales_collapse", "open") not in alerts(db)  # a history still arriving: held
+        shift[0] = timedelta(hours=1)  # settled: judged once
         engine.recompute(["fac"])
         assert ("sales_collapse", "open") in alerts(db)
         with psycopg.connect(db) as conn:

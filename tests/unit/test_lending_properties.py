@@ -392,6 +392,7 @@ trust_policies = st.builds(
     flatline_factor=st.floats(0.0, 1.5), seal_only_factor=st.floats(0.0, 1.5),
     out_of_spec_factor=st.floats(0.0, 1.5), outside_geofence_factor=st.floats(0.0, 1.5),
     no_sensor_trust=st.floats(0.0, 1.5), flatline_points=st.integers(2, 25),
+    load_cell_fault_factor=st.floats(0.0, 1.5),
     stale_after=st.sampled_from([timedelta(minutes=5), timedelta(minutes=30)]),
     worthless_after=st.sampled_from([timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2)]))
 
@@ -414,4 +415,5 @@ def test_verified_trust_is_a_fraction_and_pledged_within_declared(
     if v.by_weight is not None and v.by_count is not None:
         assert v.quantity == min(v.by_weight, v.by_count)
     assert set(v.factors) <= {"no_readings", "seal_only", "weight_count_mismatch", "stale", "offline",
-                              "tamper", "flatline", "outside_geofence", "out_of_spec"}
+                              "tamper", "flatline", "outside_geofence", "out_of_spec",
+                              "load_cell_fault"}

@@ -109,6 +109,7 @@ USER_STATE = one("SELECT disabled, password_hash FROM users WHERE username = %(u
 KEY_STATE = one("SELECT revoked_at FROM api_keys WHERE key_id = %(key_id)s")
 RECEIVABLE_STATE = one("SELECT verified, verified_by FROM receivables"
                        " WHERE receivable_id = %(receivable_id)s")
+INSPECTION_STATE = one("SELECT count(*) FROM inspections WHERE lot_id = %(lot_id)s")
 WEBHOOK_STATE = one("SELECT active, deactivated_at, (SELECT count(*) FROM webhook_deliveries"
                     " WHERE webhook_id = w.id) FROM webhooks w WHERE id = %(webhook_id)s::bigint")
 
@@ -157,6 +158,10 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/borrowers/{borrower_id}"): Row(
         "read", fixed(borrower_id=lambda b: b), {"borrower_id": "sup-made-up"}),
     ("GET", "/lots/{lot_id}"): Row("read", LOT_ID, NO_LOT),
+    ("GET", "/lots/{lot_id}/inspections"): Row("read", LOT_ID, NO_LOT),
+    ("POST", "/lots/{lot_id}/inspections"): Row(
+        "bank", LOT_ID, NO_LOT, ok=201, body={"counted_quantity": 10, "note": "matrix"},
+        state=INSPECTION_STATE),
     ("GET", "/devices/{device_id}"): Row("read", DEVICE_ID, NO_DEVICE),
     ("POST", "/devices/{device_id}/rotate"): Row("admin", DEVICE_ID, NO_DEVICE, state=DEVICE_STATE),
     ("POST", "/devices/{device_id}/disable"): Row(
