@@ -51,7 +51,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "db_kind" in metafunc.fixturenames:
-        metafunc.parametrize("db_kind", DB_KINDS, scope="session")
+        once = metafunc.definition.get_closest_marker("once_per_run") is not None
+        metafunc.parametrize("db_kind", DB_KINDS[-1:] if once else DB_KINDS, scope="session")
     if "broker_kind" in metafunc.fixturenames:
         metafunc.parametrize("broker_kind", BROKER_KINDS, scope="session")
 

@@ -8,10 +8,10 @@ comes back with :func:`lending.store.persist`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from lending.domain.alerts import Alert, AlertEvent, Finding, reconcile
+from lending.domain.alerts import Alert, AlertEvent, AlertType, Finding, Signal, reconcile
 from lending.domain.inspection import Inspection, check_inspection
 from lending.domain.integrity import check_integrity
 from lending.domain.limits import LimitSnapshot, compute_limit, explain_change, limit_moved, lot_line
@@ -57,6 +57,19 @@ class Assessment:
     limit_changed: LimitChanged | None
 
 
+def _less_detected_loss(counted: Verified, lot: Lot, found: Sequence[Finding]) -> Verified:
+    """The loan counts a detected theft at once: the robust level behind the verified quantity
+    lags a sudden drop by minutes, the goods ledger's shortfall (an outbound alert's magnitude)
+    does not."""
+    for f in found:
+        if (f.type is AlertType.UNAUTHORISED_OUTBOUND and f.signal is Signal.RAISE
+                and f.magnitude is not None and f.magnitude > 0):
+            left = max(0.0, lot.declared_quantity - f.magnitude)
+            if left < counted.quantity:
+                return replace(counted, quantity=left, pledged=min(counted.pledged, left))
+    return counted
+
+
 def assess(inputs: FacilityInputs, now: datetime, policy: RulePolicy | None = None,
            trust: TrustPolicy | None = None) -> Assessment:
     policy = policy or RulePolicy()
@@ -70,6 +83,8 @@ def assess(inputs: FacilityInputs, now: datetime, policy: RulePolicy | None = No
         integrity = check_integrity(lot, obs, policy.integrity)  # sensors that lie
         checked = integrity.applied_to(checked)
         counted, inspected = check_inspection(lot, inputs.inspections.get(lot.id), checked, trust)
+        found = lot_findings(lot, commodity, obs, checked, inputs.releases, policy, trust)
+        counted = _less_detected_loss(counted, lot, found)
         verified[lot.id] = counted  # a standing physical count outranks the sensors
         history = inputs.prices.get(lot.commodity, ())
         latest = history[-1] if history else None
@@ -79,7 +94,7 @@ def assess(inputs: FacilityInputs, now: datetime, policy: RulePolicy | None = No
                               commodity.unit_price(1.0, lot.unit_weight_kg),
                               None if latest is None else latest.time, cut,
                               facility.terms.advance_rate))
-        findings.extend(lot_findings(lot, commodity, obs, checked, inputs.releases, policy, trust))
+        findings.extend(found)
         findings.append(inspected)
         findings.extend(integrity.findings)
     snapshot = compute_limit(facility, lines, inputs.receivables, now)

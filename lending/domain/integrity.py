@@ -65,6 +65,8 @@ class IntegrityPolicy:
     replay_correlation: float = 0.98
     replay_min_moves: int = 20  # non-zero steps the recent window needs to be a fingerprint
     replay_max_difference: float = 0.2  # RMS of (match − recent) ÷ RMS of recent: nearly verbatim
+    replay_step_clip: float = 5.0  # steps beyond this × the median non-zero step are clipped: a
+    # replay repeats the noise, so two real moves of the same size do not look like one
     replay_memory: timedelta = timedelta(minutes=10)  # earlier windows checked too (a loop's seam)
     replay_factor: float = 0.1
     max_truck_speed_kmh: float = 150.0
@@ -259,6 +261,10 @@ def replayed_steps(times_s: ArrayLike, values: ArrayLike,
         if not keep.all():  # the gateway refuses non-finite values; a hostile caller may not
             t, v = t[keep], v[keep]
         steps = np.diff(v)  # step i ends at t[i + 1]
+        moving = np.abs(steps[steps != 0])
+        if moving.size:  # real goods movements are large steps: match on the noise between them
+            clip = policy.replay_step_clip * float(np.median(moving))
+            steps = np.clip(steps, -clip, clip)
         # the window: replay_samples steps, or as many as hold replay_min_moves moves
         moves = np.flatnonzero(steps[::-1][:policy.replay_max_samples])
         if moves.size < max(1, policy.replay_min_moves):

@@ -39,7 +39,7 @@ from pledgewatch.settings import Settings
 from tests.integration.test_cli import pledgewatch
 from tests.integration.test_lending_cli import land_readings, ok, refused
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.once_per_run]
 
 PORTFOLIO = Path(__file__).resolve().parents[1] / "data" / "portfolio.yaml"
 JWT_SECRET = "inspection-secret-" + "z" * 40

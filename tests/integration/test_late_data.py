@@ -24,7 +24,7 @@ from telemetry.contract.topics import telemetry_topic
 from telemetry.queries import mark_stale_offline, register_devices
 from telemetry.writer import Batch, write_batch
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.once_per_run]
 
 TENANT = "late"
 DEVICE = "wh-late"

@@ -351,7 +351,7 @@ def test_events_raised_while_the_notifier_is_down_are_sent_when_it_starts(
         # the notifier is down: the engine and officers carry on
         raised = [raise_alert(db, A), raise_alert(db, B)]
         with psycopg.connect(db, autocommit=True) as conn:
-            service.resolve_alert(conn, first, "officer", None, datetime.now(UTC))
+            service.resolve_alert(conn, first, "officer", "sensor replaced", datetime.now(UTC))
         time.sleep(0.3)
         assert len(receiver.requests) == 1 and len(bank.messages) == 1
         with running(db, cfg, broker.target):

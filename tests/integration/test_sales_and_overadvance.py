@@ -23,7 +23,7 @@ from telemetry.contract.payload import Accepted, DeviceInfo, Reading
 from telemetry.queries import register_devices
 from telemetry.writer import Batch, write_batch
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.once_per_run]
 
 TENANT = "risk"
 DEVICE = "wh-risk"

@@ -156,6 +156,22 @@ def test_a_day_of_normal_noise_on_three_hours_of_history_is_no_replay(seed: int)
         assert replayed_steps(seconds[lo:end], counts[lo:end], POLICY) is None, end
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_two_real_moves_of_the_same_size_are_no_replay(seed: int) -> None:
+    """Two loads of 100 units leaving 45 minutes apart, a reading every 30 s: each window is
+    dominated by one big step, which alone would correlate at 0.999. A replay repeats the noise
+    between moves, so the moves are clipped before matching."""
+    rng = np.random.default_rng(2000 + seed)
+    n = 200  # 100 minutes at 30 s
+    seconds = NOW.timestamp() + 30.0 * np.arange(n)
+    weights = 25_000.0 + rng.normal(0.0, 25.0, n)
+    weights[100:] -= 2_500.0  # 100 units of 25 kg at minute 50
+    weights[190:] -= 2_500.0  # and 100 more 45 minutes later, in the window just judged
+    assert replayed_steps(seconds, weights, POLICY) is None
+    unclipped = replace(POLICY, replay_step_clip=math.inf)
+    assert replayed_steps(seconds, weights, unclipped) is not None  # what the clip prevents
+
+
 @pytest.mark.parametrize("seed", range(30))
 def test_normal_noise_is_not_a_replay(seed: int) -> None:
     rng = np.random.default_rng(1000 + seed)
