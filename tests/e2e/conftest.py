@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import DB_KINDS
 from tests.e2e.demo_process import Demo, stop_leftover_postgres
+from tests.support import BrokerUnderTest, PgServer, Stack
+
+# The over-MQTT lending tests run once per run: on the configured PostgreSQL and broker when the
+# environment names them, else on the embedded ones.
+DB_KIND = DB_KINDS[-1]
+BROKER_KIND = "external-mqtt" if os.environ.get("PLEDGEWATCH_TEST_MQTT_URL") else "embedded-mqtt"
+
+
+@pytest.fixture
+def lending_stack(pg_servers: dict[str, PgServer], brokers: dict[str, BrokerUnderTest]
+                  ) -> Iterator[Stack]:
+    """A migrated database of its own and the run's broker."""
+    pg = pg_servers[DB_KIND]
+    url = pg.migrated_database()
+    yield Stack(pg, url, brokers[BROKER_KIND])
+    pg.drop(url)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ and the embedded ones otherwise (the default a new user has).
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,13 +31,10 @@ from pledgewatch.demo_portfolio import price_points
 from telemetry.contract.payload import DeviceInfo
 from telemetry.contract.topics import status_topic
 from telemetry.queries import register_devices
-from tests.conftest import DB_KINDS
-from tests.support import BrokerUnderTest, PgServer, Publisher, Stack, running_gateway, wait_until
+from tests.support import Publisher, Stack, running_gateway, wait_until
 
 pytestmark = pytest.mark.e2e
 
-DB_KIND = DB_KINDS[-1]
-BROKER_KIND = "external-mqtt" if os.environ.get("PLEDGEWATCH_TEST_MQTT_URL") else "embedded-mqtt"
 RATE_HZ = 5.0
 INCIDENT_AT_S = 4.0
 FACILITY = "fac-e2e"
@@ -49,13 +45,6 @@ ROUTE = [[31.20, 121.40], [31.26, 121.46], [31.22, 121.52]]
 ALL_TYPES = set(AlertType)
 
 
-@pytest.fixture
-def lending_stack(pg_servers: dict[str, PgServer], brokers: dict[str, BrokerUnderTest]
-                  ) -> Iterator[Stack]:
-    pg = pg_servers[DB_KIND]
-    url = pg.migrated_database()
-    yield Stack(pg, url, brokers[BROKER_KIND])
-    pg.drop(url)
 
 
 def out_of_hours_now() -> tuple[int, int]:

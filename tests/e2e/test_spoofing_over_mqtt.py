@@ -7,9 +7,7 @@ critical ``sensor_spoofing`` alert with the impossible hop as evidence, and the 
 from __future__ import annotations
 
 import json
-import os
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,13 +21,10 @@ from lending.portfolio_file import PortfolioIn
 from telemetry.contract.payload import DeviceInfo
 from telemetry.contract.topics import telemetry_topic
 from telemetry.queries import register_devices
-from tests.conftest import DB_KINDS
-from tests.support import BrokerUnderTest, PgServer, Publisher, Stack, running_gateway, wait_until
+from tests.support import Publisher, Stack, running_gateway, wait_until
 
 pytestmark = pytest.mark.e2e
 
-DB_KIND = DB_KINDS[-1]
-BROKER_KIND = "external-mqtt" if os.environ.get("PLEDGEWATCH_TEST_MQTT_URL") else "embedded-mqtt"
 DEVICE = "veh-spoof"
 FACILITY = "fac-spoof"
 LOT = "lot-spoof"
@@ -37,11 +32,8 @@ WIDE_FENCE = [(25.0, 115.0), (25.0, 125.0), (36.0, 125.0), (36.0, 115.0)]  # ~1,
 
 
 @pytest.fixture
-def stack(pg_servers: dict[str, PgServer], brokers: dict[str, BrokerUnderTest]) -> Iterator[Stack]:
-    pg = pg_servers[DB_KIND]
-    url = pg.migrated_database()
-    yield Stack(pg, url, brokers[BROKER_KIND])
-    pg.drop(url)
+def stack(lending_stack: Stack) -> Stack:
+    return lending_stack
 
 
 def portfolio(tenant: str, now: datetime) -> PortfolioIn:
