@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import datetime
+from itertools import islice
 from typing import NamedTuple
 
 import numpy as np
@@ -69,8 +70,12 @@ def series(times: Sequence[datetime], values: Sequence[float]) -> Series:
     """The finite samples of ``(times, values)`` as a time-sorted :class:`Series` (pairs beyond
     the shorter of the two sequences are ignored)."""
     n = min(len(times), len(values))
-    t = np.fromiter((times[i].timestamp() for i in range(n)), dtype=np.float64, count=n)
-    v = np.fromiter((_number(values[i]) for i in range(n)), dtype=np.float64, count=n)
+    t = np.fromiter(map(datetime.timestamp, islice(times, n)), dtype=np.float64, count=n)
+    v = np.asarray(list(islice(values, n)))
+    if v.dtype.kind in "biuf":  # numbers (and booleans) as the store gives them: one C loop
+        v = v.astype(np.float64)
+    else:  # anything else, one at a time: a non-number is NaN and dropped below
+        v = np.fromiter((_number(x) for x in islice(values, n)), dtype=np.float64, count=n)
     keep = np.isfinite(t) & np.isfinite(v)
     index = np.flatnonzero(keep)
     t, v = t[keep], np.clip(v[keep], -VALUE_LIMIT, VALUE_LIMIT)
