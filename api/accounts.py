@@ -8,11 +8,14 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from api.password_policy import check_password
 from api.security import NewApiKey, hash_password, new_api_key, verify_password
 from lending.operations import LendingError
 
 
 def create_user(conn: psycopg.Connection, username: str, password: str, role: str) -> dict[str, Any]:
+    """A new user; WeakPassword when the password policy refuses the password."""
+    check_password(password, username)
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
             "INSERT INTO users (username, password_hash, role) VALUES (%s, %s, %s)"
@@ -24,16 +27,18 @@ def create_user(conn: psycopg.Connection, username: str, password: str, role: st
 
 
 def set_password(conn: psycopg.Connection, username: str, password: str) -> None:
+    """Store a new hash (no policy check: :func:`update_user` is the checked path). The
+    ``token_epoch`` trigger (migration 0011) revokes the user's tokens."""
     conn.execute("UPDATE users SET password_hash = %s WHERE username = %s",
                  (hash_password(password), username))
 
 
-def authenticate(conn: psycopg.Connection, username: str, password: str) -> str | None:
-    """The user's role if the password is right and the account enabled."""
-    row = conn.execute("SELECT password_hash, role, disabled FROM users WHERE username = %s",
-                       (username,)).fetchone()
+def authenticate(conn: psycopg.Connection, username: str, password: str) -> tuple[str, int] | None:
+    """The user's role and token epoch if the password is right and the account enabled."""
+    row = conn.execute("SELECT password_hash, role, disabled, token_epoch FROM users"
+                       " WHERE username = %s", (username,)).fetchone()
     ok = verify_password(row[0] if row else None, password)
-    return str(row[1]) if ok and row is not None and not row[2] else None
+    return (str(row[1]), int(row[3])) if ok and row is not None and not row[2] else None
 
 
 def users(conn: psycopg.Connection, limit: int, offset: int) -> list[dict[str, Any]]:
@@ -44,6 +49,10 @@ def users(conn: psycopg.Connection, limit: int, offset: int) -> list[dict[str, A
 
 def update_user(conn: psycopg.Connection, username: str, disabled: bool | None,
                 password: str | None) -> dict[str, Any] | None:
+    """Disable/enable and/or set a password (WeakPassword if the policy refuses it). Either
+    change revokes the tokens issued before it (``token_epoch``, migration 0011)."""
+    if password is not None:
+        check_password(password, username)
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute("UPDATE users SET disabled = coalesce(%s, disabled) WHERE username = %s"
                           " RETURNING username, role, disabled, created_at",

@@ -3,21 +3,29 @@ and the dashboard, over one connection pool."""
 
 from __future__ import annotations
 
+import base64
 import gc
+import hashlib
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, RedirectResponse
 from prometheus_client import CollectorRegistry
 from psycopg_pool import ConnectionPool
+from starlette.types import ASGIApp
 
 from api import problems
+from api.dashboard import CSP as DASHBOARD_CSP
 from api.dashboard import mount, swagger_ui_available
 from api.deps import ApiConfig, PrincipalCache
 from api.live import LiveHub
+from api.login_throttle import LoginThrottle
+from api.middleware import BodySizeLimit, HeaderPolicy, SecurityHeaders
 from api.routers import (
     alerts,
     auth,
@@ -41,6 +49,20 @@ API_PREFIX = "/api/v1"
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
 
 Hook = Callable[[FastAPI], None]
+# The price CSV upload may be larger than the general body limit: its own cap plus a form's overhead.
+BODY_LIMIT_OVERRIDES = {f"{API_PREFIX}/prices/csv": prices.MAX_CSV_BYTES + 64 * 1024}
+
+
+class PledgeWatchApp(FastAPI):
+    """FastAPI with the body size limit and the security headers around everything, outside its
+    own error middleware, so that they also cover its 500s, /docs and the dashboard."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        config: ApiConfig = self.state.api_config
+        limit = BodySizeLimit(super().build_middleware_stack(), config.max_body_bytes,
+                              {p: max(n, config.max_body_bytes)
+                               for p, n in BODY_LIMIT_OVERRIDES.items()})
+        return SecurityHeaders(limit, self.state.header_policy)
 
 
 def create_app(database_url: str, config: ApiConfig, *, registry: CollectorRegistry | None = None,
@@ -74,17 +96,22 @@ def create_app(database_url: str, config: ApiConfig, *, registry: CollectorRegis
     # package, which ships its bundle, stylesheet and icon). Only a checkout without `npm ci` falls
     # back to FastAPI's /docs, which loads Swagger UI from a CDN.
     offline_docs = swagger_ui_available(DASHBOARD_DIR)
-    app = FastAPI(
+    app = PledgeWatchApp(
         title="PledgeWatch", version="0.1.0", lifespan=lifespan,
-        docs_url=None if offline_docs else "/docs", redoc_url=None,
+        docs_url=None, redoc_url=None,
         description="Collateral monitoring and dynamic credit limits. Officers and admins log in "
                     "with the OAuth2 password flow; enterprises send an `X-API-Key`. Errors are "
                     "RFC 9457 problem details; lists paginate with `limit` and `offset`.")
     app.state.pool = pool
     app.state.registry = registry
+    app.state.extra_registries = []  # more processes' parts served on /metrics (the notifier)
     app.state.api_config = config
     app.state.principals = PrincipalCache(config.auth_cache_s)
+    app.state.login_throttle = LoginThrottle(config.login_throttle)
     app.state.hub = hub
+    docs_csp = _docs(app, offline_docs)
+    app.state.header_policy = HeaderPolicy(page_csp={"/docs": docs_csp},
+                                           trusted_proxies=config.trusted_proxies)
     problems.install(app)
 
     app.include_router(health.router)
@@ -94,22 +121,44 @@ def create_app(database_url: str, config: ApiConfig, *, registry: CollectorRegis
                    sales.router, webhooks.router):
         app.include_router(router, prefix=API_PREFIX)
     _mount_dashboard(app)
-    if offline_docs:
-        _offline_docs(app)
     return app
 
 
-def _offline_docs(app: FastAPI) -> None:
-    """Swagger UI from the npm package the dashboard installs, not from a CDN."""
+def _docs(app: FastAPI, offline: bool) -> str:
+    """/docs: Swagger UI from the npm package the dashboard installs (a checkout without `npm ci`
+    falls back to FastAPI's CDN); returns the page's Content-Security-Policy, which allows its one
+    inline script by hash and, in the fallback only, the CDN's origins."""
+    if offline:
+        page = get_swagger_ui_html(
+            openapi_url="/openapi.json", title="PledgeWatch API", oauth2_redirect_url=None,
+            swagger_js_url="/vendor/swagger-ui-dist/swagger-ui-bundle.js",
+            swagger_css_url="/vendor/swagger-ui-dist/swagger-ui.css",
+            swagger_favicon_url="/vendor/swagger-ui-dist/favicon-32x32.png")
+    else:
+        page = get_swagger_ui_html(openapi_url="/openapi.json", title="PledgeWatch API",
+                                   oauth2_redirect_url=None)
+    html = bytes(page.body).decode()
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json", title="PledgeWatch API",
-            swagger_js_url="/vendor/swagger-ui-dist/swagger-ui-bundle.js",
-            swagger_css_url="/vendor/swagger-ui-dist/swagger-ui.css",
-            swagger_favicon_url="/vendor/swagger-ui-dist/favicon-32x32.png",
-            oauth2_redirect_url=None)
+        return HTMLResponse(html)
+
+    return docs_csp(html)
+
+
+def docs_csp(html: str) -> str:
+    """The dashboard's CSP, plus the hashes of ``html``'s inline scripts and the origins of the
+    assets it loads from elsewhere (none offline)."""
+    inline = re.findall(r"<script>(.*?)</script>", html, flags=re.DOTALL)
+    hashes = [f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'"
+              for s in inline]
+    origins = sorted({f"{u.scheme}://{u.netloc}" for u in map(urlsplit, re.findall(
+        r"""(?:src|href)=["'](https?://[^"']+)["']""", html))})
+    csp = DASHBOARD_CSP
+    for directive, sources in (("script-src", [*hashes, *origins]), ("style-src", origins),
+                               ("img-src", origins)):
+        csp = csp.replace(f"{directive} 'self'", " ".join([f"{directive} 'self'", *sources]))
+    return csp
 
 
 def _mount_dashboard(app: FastAPI) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Concatenate, Generic, ParamSpec, TypeVar
 
 import psycopg
@@ -15,8 +15,11 @@ from psycopg_pool import ConnectionPool
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from api.login_throttle import ThrottleConfig
+from api.middleware import IPNetwork
 from api.problems import ApiProblem
-from api.security import Principal, Role, TokenError, api_key_digest, read_token
+from api.security import Principal, Role, TokenError, api_key_digest, read_session
+from notifier.address_policy import DestinationPolicy
 
 TOKEN_URL = "/api/v1/auth/token"
 oauth2 = OAuth2PasswordBearer(tokenUrl=TOKEN_URL, auto_error=False,
@@ -25,11 +28,18 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                               description="Enterprises and integrations: an API key")
 
 
+MIB = 1024 * 1024
+
+
 @dataclass
 class ApiConfig:
     jwt_secret: str
     token_ttl_s: int = 3600
     auth_cache_s: float = 2.0
+    max_body_bytes: int = MIB  # larger request bodies get 413 (api.middleware)
+    login_throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
+    webhook_policy: DestinationPolicy = field(default_factory=DestinationPolicy)
+    trusted_proxies: tuple[IPNetwork, ...] = ()  # their X-Forwarded-For/-Proto are believed
 
 
 class PrincipalCache:
@@ -97,11 +107,14 @@ def _key_principal(conn: psycopg.Connection, digest: bytes) -> Principal | None:
     return None if row is None else Principal(Role.ENTERPRISE, row[0], row[1])
 
 
-def _user_principal(conn: psycopg.Connection, username: str, role: Role) -> Principal | None:
-    row = conn.execute("SELECT role FROM users WHERE username = %s AND NOT disabled",
+def _user_principal(conn: psycopg.Connection, username: str, role: Role,
+                    epoch: int) -> Principal | None:
+    row = conn.execute("SELECT role, token_epoch FROM users WHERE username = %s AND NOT disabled",
                        (username,)).fetchone()
-    if row is None or row[0] != role:
-        return None  # disabled, deleted or demoted since the token was issued
+    if row is None or row[0] != role or row[1] != epoch:
+        # disabled, deleted or demoted, or its password changed or it was disabled and enabled
+        # again since the token was issued (token_epoch, migration 0011)
+        return None
     return Principal(role, username)
 
 
@@ -132,12 +145,14 @@ async def current_principal(
     found = cache.get(("jwt", token))
     if found is None:
         try:
-            username, role = read_token(config.jwt_secret, token)
+            session = read_session(config.jwt_secret, token)
         except TokenError as exc:
             raise ApiProblem(401, str(exc), UNAUTHORIZED) from None
-        found = await with_conn(request, _user_principal, username, role)
+        found = await with_conn(request, _user_principal, session.username, session.role,
+                                session.epoch)
         if found is None:
-            raise ApiProblem(401, "the account behind this token is disabled or gone", UNAUTHORIZED)
+            raise ApiProblem(401, "this token is no longer valid (the account was disabled, "
+                                  "changed its password or is gone); log in again", UNAUTHORIZED)
         cache.put(("jwt", token), found)
     return found
 

@@ -13,6 +13,7 @@ from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.password_policy import WeakPassword
 from lending.operations import InvalidRequest, LendingError
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(InvalidRequest)  # a LendingError for what was sent, not the state
     async def invalid_request(request: Request, exc: InvalidRequest) -> JSONResponse:
         return problem_response(request, 422, str(exc))
+
+    @app.exception_handler(WeakPassword)
+    async def weak_password(request: Request, exc: WeakPassword) -> JSONResponse:
+        return problem_response(request, 422, f"password: {exc}")
 
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(PoolTimeout)

@@ -1,4 +1,6 @@
-"""The API's public shapes (``*Public`` out, ``*Create`` in). Ids are slugs; amounts are finite."""
+"""The API's public shapes (``*Public`` out, ``*Create`` in). Ids are slugs; numbers in request
+bodies are strict (a JSON number: not `true`, not `"100"`), finite and bounded; booleans are
+JSON booleans."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pydantic import (
     Field,
     StringConstraints,
 )
+from pydantic import Strict as StrictType
 
 from lending.price_file import (
     COMMODITY_PATTERN,
@@ -59,7 +62,7 @@ class UserPublic(BaseModel):
 
 
 class UserUpdate(Strict):
-    disabled: bool | None = None
+    disabled: Flag | None = None
     password: Annotated[str, StringConstraints(min_length=12, max_length=256)] | None = None
 
 
@@ -170,11 +173,15 @@ def _in_era(value: datetime) -> datetime:
 
 
 Instant = Annotated[AwareDatetime, AfterValidator(_in_era)]
-Quantity = Annotated[float, Field(gt=0, le=1e12, allow_inf_nan=False)]
-Amount = Annotated[float, Field(ge=0, le=1e14, allow_inf_nan=False)]
+# Numbers in bodies: a JSON number only (StrictType: no booleans, no numeric strings), finite, bounded.
+MIN_QUANTITY = 1e-6  # of a unit: anything smaller is noise, not goods leaving
+Quantity = Annotated[float, StrictType(), Field(ge=MIN_QUANTITY, le=1e12, allow_inf_nan=False)]
+Count = Annotated[float, StrictType(), Field(ge=0, le=1e12, allow_inf_nan=False)]
+Amount = Annotated[float, StrictType(), Field(ge=0, le=1e14, allow_inf_nan=False)]
+Flag = Annotated[bool, StrictType()]
 # A price follows the rules of lending.price_file, the same as a line of a price CSV.
 PriceCommodity = Annotated[str, StringConstraints(pattern=COMMODITY_PATTERN)]
-Price = Annotated[float, Field(gt=PRICE_ABOVE, le=PRICE_MAX, allow_inf_nan=False)]
+Price = Annotated[float, StrictType(), Field(gt=PRICE_ABOVE, le=PRICE_MAX, allow_inf_nan=False)]
 Currency = Annotated[str, StringConstraints(pattern=CURRENCY_PATTERN)]
 DeviceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 if TYPE_CHECKING:
@@ -328,8 +335,7 @@ class ReleasePublic(BaseModel):
 
 
 class InspectionCreate(Strict):
-    counted_quantity: Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False,
-                                             description="units counted on site")]
+    counted_quantity: Annotated[Count, Field(description="units counted on site")]
     counted_at: Instant | None = Field(None, description="when it was counted; now if omitted "
                                        "(at most 5 minutes ahead)")
     counted_by: Annotated[str, StringConstraints(min_length=1, max_length=200,
@@ -389,8 +395,8 @@ class ReceivableCreate(Strict):
     debtor: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     amount: Amount
     due: Instant
-    related_party: bool = False
-    disputed: bool = False
+    related_party: Flag = False
+    disputed: Flag = False
 
 
 class ReceivablePublic(BaseModel):

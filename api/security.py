@@ -79,9 +79,11 @@ def api_key_digest(secret: str) -> bytes:
 
 
 def issue_token(secret: str, username: str, role: Role, ttl: timedelta,
-                now: datetime | None = None) -> str:
+                now: datetime | None = None, *, epoch: int = 0) -> str:
+    """A signed token; ``epoch`` is the user's ``token_epoch`` (the ``ver`` claim): a password
+    change, a disable or a role change raises it and the token is refused from then on."""
     now = now or datetime.now(UTC)
-    claims: dict[str, Any] = {"sub": username, "role": str(role), "iss": ISSUER,
+    claims: dict[str, Any] = {"sub": username, "role": str(role), "iss": ISSUER, "ver": epoch,
                               "iat": int(now.timestamp()), "exp": int((now + ttl).timestamp())}
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
@@ -90,8 +92,18 @@ class TokenError(ValueError):
     pass
 
 
-def read_token(secret: str, token: str) -> tuple[str, Role]:
-    """The username and role a valid token names; TokenError if it is expired, forged or malformed."""
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What a valid officer's token says."""
+
+    username: str
+    role: Role
+    epoch: int
+
+
+def read_session(secret: str, token: str) -> Session:
+    """The user, role and token epoch a valid token names; TokenError if it is expired, forged or
+    malformed. A token without ``ver`` (issued before epochs existed) counts as epoch 0."""
     try:
         claims = jwt.decode(token, secret, algorithms=[ALGORITHM], issuer=ISSUER,
                             options={"require": ["exp", "iat", "sub", "iss"]})
@@ -100,6 +112,14 @@ def read_token(secret: str, token: str) -> tuple[str, Role]:
         raise TokenError("the token has expired; log in again") from None
     except (jwt.InvalidTokenError, KeyError, ValueError):
         raise TokenError("the token is not valid") from None
-    if role is Role.ENTERPRISE or not isinstance(claims["sub"], str):
+    epoch = claims.get("ver", 0)
+    if role is Role.ENTERPRISE or not isinstance(claims["sub"], str) \
+            or type(epoch) is not int or not 0 <= epoch < 2**31:
         raise TokenError("the token is not valid")
-    return claims["sub"], role
+    return Session(claims["sub"], role, epoch)
+
+
+def read_token(secret: str, token: str) -> tuple[str, Role]:
+    """The username and role a valid token names; TokenError if it is expired, forged or malformed."""
+    session = read_session(secret, token)
+    return session.username, session.role

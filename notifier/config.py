@@ -19,6 +19,8 @@ class NotifierConfig:
     mqtt_batch: int = 200  # events published per pass
     mqtt_client_id: str = "pledgewatch-notifier"  # a random suffix keeps processes apart
     puback_timeout_s: float = 10.0
+    # receivers allowed although not public (CIDRs, host names): notifier.address_policy
+    webhook_allow: tuple[str, ...] = ()
 
     @property
     def lease_s(self) -> float:

@@ -10,6 +10,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from notifier.address_policy import DestinationPolicy, Resolver, check_destination, resolve
 from notifier.events import check_webhook_url, event_name
 
 NOTIFY_CHANNEL = "pw_notify"  # the outbox trigger's wake-up call (empty payload)
@@ -19,8 +20,12 @@ WEBHOOK_COLUMNS = ("id, url, borrower_id, description, active, created_by, creat
 
 
 def create_webhook(conn: psycopg.Connection, url: str, secret: str, borrower_id: str | None,
-                   description: str, created_by: str) -> dict[str, Any]:
+                   description: str, created_by: str, *, policy: DestinationPolicy,
+                   resolver: Resolver = resolve) -> dict[str, Any]:
+    """Register a receiver. ValueError (a one-line reason) when the URL is malformed or its host
+    is not a public address and not allow-listed by ``policy`` (checked again at every delivery)."""
     check_webhook_url(url)
+    check_destination(url, policy, resolver)
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
             f"INSERT INTO webhooks (url, secret, borrower_id, description, created_by)"

@@ -4,7 +4,13 @@ Due deliveries are *claimed* with ``FOR UPDATE SKIP LOCKED`` (the claim counts t
 leases the row until ``next_attempt_at``), POSTed with an HMAC signature
 (:mod:`notifier.signing`), and the outcome is recorded: a 2xx delivers; anything else is retried
 with exponential backoff and jitter until ``max_attempts``, then the delivery has failed. Every
-attempt is logged in ``webhook_attempts``.
+attempt is logged in ``webhook_attempts`` with its status code, timing and a one-line error that
+never quotes the receiver's reply.
+
+Before each attempt the URL's host is resolved and checked again (:mod:`notifier.address_policy`:
+public addresses only, unless allow-listed), and the request goes to the address that was checked
+(``Host`` and TLS server name stay the URL's host), so a name re-pointed at an internal address
+after registration (DNS rebinding) is refused, not followed.
 """
 
 from __future__ import annotations
@@ -21,8 +27,17 @@ from typing import Any
 import httpx
 import psycopg
 
+from notifier.address_policy import (
+    Destination,
+    DestinationPolicy,
+    RefusedDestination,
+    Resolver,
+    check_destination,
+    resolve,
+)
 from notifier.config import NotifierConfig
 from notifier.events import backoff_s, event_body, event_name
+from notifier.metrics import NotifierMetrics
 from notifier.signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 log = logging.getLogger(__name__)
@@ -84,10 +99,16 @@ class WebhookDispatcher:
     """Claims due deliveries, POSTs them signed, records each attempt and its consequence."""
 
     def __init__(self, config: NotifierConfig, http: httpx.Client | None = None,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random, resolver: Resolver = resolve,
+                 metrics: NotifierMetrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics or NotifierMetrics()
+        self.policy = DestinationPolicy.parse(config.webhook_allow)
+        self._resolver = resolver
+        # trust_env=False: no proxy from the environment, so the checked address is the one
+        # connected to.
         self.http = http or httpx.Client(timeout=config.timeout_s, follow_redirects=False,
-                                         headers={"User-Agent": USER_AGENT})
+                                         trust_env=False, headers={"User-Agent": USER_AGENT})
         self._owns_http = http is None
         self._rand = rand
         self._pool = ThreadPoolExecutor(max(1, config.concurrency), thread_name_prefix="webhook")
@@ -116,14 +137,18 @@ class WebhookDispatcher:
         code: int | None = None
         error: str | None = None
         try:
-            with self.http.stream("POST", delivery.url, content=body, headers=headers) as response:
+            destination = check_destination(delivery.url, self.policy, self._resolver)
+            url, extensions = pinned(delivery.url, destination, headers)
+            # The reply's body is never read: the log keeps its status code and timing only.
+            with self.http.stream("POST", url, content=body, headers=headers,
+                                  extensions=extensions) as response:
                 code = response.status_code
                 if not 200 <= code < 300:
-                    error = f"HTTP {code}: {_excerpt(response)}"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                    error = f"HTTP {code}"
+        except RefusedDestination as exc:
+            error = f"refused: {exc}"
         except Exception as exc:  # noqa: BLE001 - a bad URL must fail its delivery, not the loop
-            error = f"{type(exc).__name__}: {exc}"
+            error = failure(exc)
         return Outcome(started, (time.perf_counter() - t0) * 1000, code,
                        error[:ERROR_MAX].replace("\x00", "\ufffd") if error else None)
 
@@ -161,6 +186,7 @@ class WebhookDispatcher:
             return 0
         for delivery, outcome in zip(claimed, self._pool.map(self.send, claimed), strict=True):
             status = self.record(conn, delivery, outcome)
+            self.metrics.deliveries.labels(status).inc()
             if status == "failed":
                 log.warning("webhook delivery %d failed after %d attempts: %s", delivery.id,
                             delivery.attempt, outcome.error)
@@ -171,11 +197,36 @@ class WebhookDispatcher:
         return None if row is None or row[0] is None else float(row[0])
 
 
-def _excerpt(response: httpx.Response, limit: int = 200) -> str:
-    data = b""
-    for chunk in response.iter_bytes():
-        data += chunk
-        if len(data) >= limit:
-            break
-    return data[:limit].decode("utf-8", "replace").strip()
+def pinned(url: str, destination: Destination,
+           headers: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    """The URL to request so that the connection goes to the checked address, with ``Host``
+    (added to ``headers``) and the TLS server name (the ``sni_hostname`` extension, which httpx
+    also verifies the certificate against) still the URL's host. ``Connection: close`` keeps a
+    connection opened for one host name from carrying a request for another. An allow-listed host
+    name (no checked address) is requested as it is."""
+    if destination.address is None:
+        return url, {}
+    parts = httpx.URL(url)
+    headers["Host"] = parts.netloc.decode("ascii")
+    headers["Connection"] = "close"
+    address = str(destination.address)
+    extensions: dict[str, Any] = {}
+    if parts.scheme == "https" and parts.raw_host.decode("ascii") != address:
+        extensions["sni_hostname"] = parts.raw_host.decode("ascii")
+    return str(parts.copy_with(host=address)), extensions
+
+
+# Errors whose message comes from this side (the OS, the TLS library, the timer), never from the
+# receiver's bytes; for any other error only its type is kept (a protocol error can quote the
+# start of whatever answered, e.g. another service's banner).
+_OWN_MESSAGES = (httpx.ConnectError, httpx.TimeoutException, httpx.UnsupportedProtocol,
+                 httpx.InvalidURL)
+
+
+def failure(exc: Exception) -> str:
+    """A one-line description of a failed attempt that quotes nothing the receiver sent."""
+    name = type(exc).__name__
+    if isinstance(exc, _OWN_MESSAGES) and str(exc):
+        return f"{name}: {exc}"
+    return name
 

@@ -10,6 +10,9 @@ from prometheus_client import CollectorRegistry
 from api.app import Hook
 from api.app import create_app as create_api
 from api.deps import ApiConfig
+from api.login_throttle import ThrottleConfig
+from api.middleware import parse_networks
+from notifier.address_policy import DestinationPolicy
 from pledgewatch.runtime import kept_secret
 from pledgewatch.settings import Settings, SettingsError, load_settings
 
@@ -26,8 +29,16 @@ def jwt_secret(settings: Settings) -> str:
 
 
 def api_config(settings: Settings) -> ApiConfig:
-    return ApiConfig(jwt_secret=jwt_secret(settings), token_ttl_s=settings.token_ttl_s,
-                     auth_cache_s=settings.auth_cache_s)
+    return ApiConfig(
+        jwt_secret=jwt_secret(settings), token_ttl_s=settings.token_ttl_s,
+        auth_cache_s=settings.auth_cache_s, max_body_bytes=settings.http_max_body_bytes,
+        login_throttle=ThrottleConfig(
+            max_failures=settings.login_max_failures,
+            max_failures_per_address=settings.login_max_failures_per_address,
+            base_s=settings.login_lockout_base_s,
+            max_s=max(settings.login_lockout_max_s, settings.login_lockout_base_s)),
+        webhook_policy=DestinationPolicy.parse(settings.webhook_allow),
+        trusted_proxies=parse_networks(settings.http_trusted_proxies))
 
 
 def create_app(database_url: str, registry: CollectorRegistry | None = None,

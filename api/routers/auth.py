@@ -18,6 +18,8 @@ from api.deps import (
     PageDep,
     PrincipalCache,
 )
+from api.login_throttle import LoginThrottle
+from api.middleware import client_address
 from api.problems import ApiProblem, found, responses
 from api.schemas import (
     ApiKeyCreate,
@@ -36,17 +38,26 @@ from api.security import Role, issue_token
 router = APIRouter(tags=["auth"])
 
 
-@router.post("/auth/token", response_model=Token, responses=responses(401, 422))
+@router.post("/auth/token", response_model=Token, responses=responses(401, 422, 429))
 def login(request: Request, conn: ConnDep,
           form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> Token:
-    """Officers and admins exchange username and password for a bearer token (JWT)."""
+    """Officers and admins exchange username and password for a bearer token (JWT). After 5
+    failed attempts on an account (20 from one address) attempts are refused with 429 and
+    `Retry-After`, for a time that doubles with each further failure (a right password too; the
+    limits are settings)."""
     config: ApiConfig = request.app.state.api_config
-    role = accounts.authenticate(conn, form.username[:64], form.password[:256])
-    if role is None:
+    throttle: LoginThrottle = request.app.state.login_throttle
+    username = form.username[:64]
+    address = client_address(request.scope, config.trusted_proxies)
+    throttle.check(conn, username, address)
+    found = accounts.authenticate(conn, username, form.password[:256])
+    if found is None:
         raise ApiProblem(401, "wrong username or password, or the account is disabled",
                          {"WWW-Authenticate": "Bearer"})
-    token = issue_token(config.jwt_secret, form.username, Role(role),
-                        timedelta(seconds=config.token_ttl_s))
+    throttle.succeeded(conn, username, address)
+    role, epoch = found
+    token = issue_token(config.jwt_secret, username, Role(role),
+                        timedelta(seconds=config.token_ttl_s), epoch=epoch)
     return Token(access_token=token, expires_in=config.token_ttl_s)
 
 

@@ -37,4 +37,6 @@ def health(request: Request) -> Health:
 @router.get("/metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
     registry: CollectorRegistry = request.app.state.registry or REGISTRY
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    extra: list[CollectorRegistry] = request.app.state.extra_registries
+    body = b"".join(generate_latest(r) for r in (registry, *extra))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

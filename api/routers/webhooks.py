@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 
-from api.deps import BankUser, ConnDep, Page, PageDep
+from api.deps import ApiConfig, BankUser, ConnDep, Page, PageDep
 from api.problems import ApiProblem, found, responses
 from api.schemas import (
     Slug,
@@ -27,15 +27,21 @@ WebhookId = Annotated[int, Path(ge=1, le=2**63 - 1, description="webhook id")]
 
 @router.post("", response_model=WebhookCreated, status_code=201,
              responses=responses(401, 403, 422))
-def create_webhook(conn: ConnDep, officer: BankUser, body: WebhookCreate) -> dict[str, Any]:
+def create_webhook(request: Request, conn: ConnDep, officer: BankUser,
+                   body: WebhookCreate) -> dict[str, Any]:
     """Register an http(s) receiver of alert events, for one borrower or (no `borrower_id`) the
-    whole portfolio. Without a `secret` one is generated and returned in this answer only."""
+    whole portfolio. Without a `secret` one is generated and returned in this answer only. The
+    host must resolve to public addresses only (no loopback, private, link-local, CGNAT,
+    multicast or cloud-metadata address) unless it is on the allow-list
+    (`PLEDGEWATCH_WEBHOOK_ALLOW`); it is checked again before every delivery."""
+    config: ApiConfig = request.app.state.api_config
     if body.borrower_id is not None and not webhook_store.borrower_exists(conn, body.borrower_id):
         raise ApiProblem(422, f"borrower_id: no borrower {body.borrower_id!r}")
     secret = body.secret or new_secret()
     try:
         row = webhook_store.create_webhook(conn, body.url, secret, body.borrower_id,
-                                           body.description, officer.subject)
+                                           body.description, officer.subject,
+                                           policy=config.webhook_policy)
     except ValueError as exc:
         raise ApiProblem(422, f"url: {exc}") from None
     return {**row, "secret": None if body.secret else secret}

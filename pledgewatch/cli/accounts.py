@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from api.accounts import api_keys, create_user, issue_api_key, revoke_api_key, update_user, users
+from api.password_policy import password_problem
 from api.schemas import UserCreate
 from pledgewatch.cli.common import fail, now, run
 
@@ -17,21 +18,19 @@ users_app = typer.Typer(help="Bank user accounts (admins and loan officers).", n
 keys_app = typer.Typer(help="Enterprise API keys, each scoped to one borrower.",
                        no_args_is_help=True)
 
-MIN_PASSWORD = 12
 
-
-def _read_password(from_stdin: bool, generate: bool) -> tuple[str, bool]:
-    """The new password and whether it must be shown (generated)."""
+def _read_password(from_stdin: bool, generate: bool, username: str) -> tuple[str, bool]:
+    """The new password and whether it must be shown (generated); exit 2 when the password
+    policy (api.password_policy: length, not the user name, zxcvbn strength) refuses it."""
     if generate:
         return secrets.token_urlsafe(18), True
     if from_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
-    if len(password) < MIN_PASSWORD:
-        raise fail(f"a password needs at least {MIN_PASSWORD} characters")
-    if len(password) > 256:
-        raise fail("a password may have at most 256 characters")
+    problem = password_problem(password, username)
+    if problem is not None:
+        raise fail(problem)
     return password, False
 
 
@@ -50,7 +49,7 @@ def users_add(
     """Create a user who logs in to the dashboard and the API (OAuth2 password flow)."""
     if role not in ("officer", "admin"):
         raise fail(f"--role must be officer or admin, got {role!r}")
-    password, show = _read_password(password_stdin, generate)
+    password, show = _read_password(password_stdin, generate, username)
     try:
         UserCreate(username=username, password=password, role=role)  # type: ignore[arg-type]
     except ValueError:
@@ -74,7 +73,8 @@ def users_list() -> None:
 def _set_disabled(username: str, disabled: bool) -> None:
     if run(lambda conn: update_user(conn, username, disabled, None)) is None:
         raise fail(f"no user {username!r}")
-    typer.echo(f"user {username} {'disabled: its tokens are refused' if disabled else 'enabled'}")
+    typer.echo(f"user {username} " + ("disabled: its tokens are refused" if disabled else
+                                      "enabled (tokens issued before stay refused: log in again)"))
 
 
 @users_app.command("disable")
@@ -95,8 +95,8 @@ def users_password(
     password_stdin: PasswordStdin = False,
     generate: Generate = False,
 ) -> None:
-    """Set a new password."""
-    password, show = _read_password(password_stdin, generate)
+    """Set a new password (the user's tokens issued before it are refused from then on)."""
+    password, show = _read_password(password_stdin, generate, username)
     if run(lambda conn: update_user(conn, username, None, password)) is None:
         raise fail(f"no user {username!r}")
     typer.echo(f"password of {username} changed")

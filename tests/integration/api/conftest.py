@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -91,8 +92,10 @@ def world(migrated_db: str) -> World:
     return World(migrated_db, alert_ids, keys, key_ids)
 
 
-def settings(tmp_path: Path) -> Settings:
-    return Settings(state_dir=tmp_path / "state", jwt_secret=JWT_SECRET, auth_cache_s=2.0)  # type: ignore[arg-type]
+def settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"state_dir": tmp_path / "state", "jwt_secret": JWT_SECRET,
+                              "auth_cache_s": 2.0, **overrides}
+    return Settings(**values)
 
 
 @pytest.fixture

@@ -73,13 +73,23 @@ def test_users_and_keys_from_the_command_line(migrated_db: str, tmp_path: Path) 
         assert api.post("/api/v1/auth/token",
                         data={"username": "olga", "password": PASSWORD}).status_code == 401
         ok(pledgewatch(migrated_db, tmp_path, "users", "enable", "olga"))
-        assert api.get("/api/v1/auth/me", headers=bearer).status_code == 200
+        # enabled again, but the token issued before the disable stays refused: log in afresh
+        assert api.get("/api/v1/auth/me", headers=bearer).status_code == 401
+        again = api.post("/api/v1/auth/token", data={"username": "olga", "password": PASSWORD})
+        fresh = {"Authorization": f"Bearer {again.json()['access_token']}"}
+        assert api.get("/api/v1/auth/me", headers=fresh).status_code == 200
+        # a new password from the CLI revokes that one too
+        ok(with_stdin(migrated_db, tmp_path, "another long pass phrase\n", "users", "password",
+                      "olga", "--password-stdin"))
+        assert api.get("/api/v1/auth/me", headers=fresh).status_code == 401
 
 
 def test_bad_account_arguments_are_refused_in_one_line(migrated_db: str, tmp_path: Path) -> None:
     ok(pledgewatch(migrated_db, tmp_path, "portfolio", "load", str(PORTFOLIO)))
     refused(with_stdin(migrated_db, tmp_path, "short\n", "users", "add", "olga",
                        "--password-stdin"), "at least 12 characters", one_line=True)
+    refused(with_stdin(migrated_db, tmp_path, "aaaaaaaaaaaa\n", "users", "add", "olga",
+                       "--password-stdin"), "too easy to guess", one_line=True)  # the policy
     refused(with_stdin(migrated_db, tmp_path, PASSWORD + "\n", "users", "add", "olga; DROP TABLE",
                        "--password-stdin"), "must be 1-64", one_line=True)
     refused(pledgewatch(migrated_db, tmp_path, "users", "add", "olga", "--role", "root",

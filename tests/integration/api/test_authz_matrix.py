@@ -36,6 +36,7 @@ from api.problems import MEDIA_TYPE
 from api.security import ALGORITHM, ISSUER, Role, issue_token
 from lending import operations as service
 from lending.domain.model import ReleaseStatus
+from notifier.address_policy import DestinationPolicy
 from notifier.webhook_store import create_webhook
 from tests.integration.api.conftest import DEVICE, FAC, JWT_SECRET, LOT, A, B, World, login
 
@@ -77,7 +78,8 @@ class Ctx:
 
     def webhook(self, borrower: str) -> Params:
         row = create_webhook(self.conn, "https://hooks.example.com/pledgewatch",
-                             secrets.token_hex(16), borrower, "matrix", "officer")
+                             secrets.token_hex(16), borrower, "matrix", "officer",
+                             policy=DestinationPolicy.parse(["hooks.example.com"]))
         return {"webhook_id": str(row["id"])}
 
     def receivable(self, borrower: str) -> Params:

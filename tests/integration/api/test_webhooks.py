@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,16 @@ from tests.support import wait_until
 pytestmark = pytest.mark.integration
 
 SECRET = "a-secret-of-the-bank-" + "z" * 20
+# Webhooks go to public addresses only: these tests' receivers are allow-listed explicitly (the
+# local receiver on 127.0.0.1, and a name that never resolves here, so nothing leaves the host).
+ALLOW = ["127.0.0.1", "bank.example"]
+
+
+@pytest.fixture
+def api(world: World, tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(world.url, settings=app_settings(tmp_path, webhook_allow=ALLOW)),
+                    raise_server_exceptions=False) as client:
+        yield client
 
 
 def create(api: TestClient, headers: dict[str, str], **body: Any) -> dict[str, Any]:
@@ -34,7 +45,7 @@ def create(api: TestClient, headers: dict[str, str], **body: Any) -> dict[str, A
 
 def dispatch(world: World, **config: Any) -> int:
     """One synchronous pass of a notifier over the outbox (webhooks only)."""
-    notifier = Notifier(world.url, NotifierConfig(**config))
+    notifier = Notifier(world.url, NotifierConfig(webhook_allow=("127.0.0.1",), **config))
     try:
         with world.connect() as conn:
             return notifier.run_once(conn)
@@ -163,7 +174,7 @@ def test_delete_deactivates_and_cancels_pending_deliveries(
 def test_the_api_process_runs_the_notifier(world: World, tmp_path: Path) -> None:
     receiver = Receiver()
     try:
-        settings = app_settings(tmp_path)
+        settings = app_settings(tmp_path, webhook_allow=["127.0.0.1"])
         on_start, on_stop = notifier_hooks(settings, world.url, None)
         app = create_app(world.url, settings=settings, live=False, on_start=on_start,
                          on_stop=on_stop)
