@@ -78,7 +78,12 @@ def new_client(
 
 def connect_kwargs(target: MqttTarget, *, persistent: bool, session_expiry_s: int,
                    keepalive: int, receive_maximum: int = 65535) -> dict[str, object]:
-    """Arguments for ``client.connect``: MQTT 5 clean start off plus a session expiry."""
+    """Arguments for ``client.connect``: MQTT 5 clean start off plus a session expiry, and the
+    Receive Maximum: how many QoS 1 messages the broker may have out to this client unacknowledged
+    (MQTT 3.1.1 has none; there the broker's own limit, Mosquitto's ``max_inflight_messages``,
+    bounds it)."""
+    if not 1 <= receive_maximum <= 65535:
+        raise ValueError(f"receive maximum must be between 1 and 65535 (got {receive_maximum})")
     kwargs: dict[str, object] = {"host": target.host, "port": target.port, "keepalive": keepalive}
     if target.protocol == "5":
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]

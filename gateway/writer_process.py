@@ -12,11 +12,15 @@ import contextlib
 import logging
 import multiprocessing as mp
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Protocol
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from gateway.ingest import Committed, IngestConfig, Ingestor, RawMessage
 
@@ -31,20 +35,64 @@ class WriterGone(RuntimeError):
 
 
 @dataclass(frozen=True)
+class DbTimeouts:
+    """``statement_timeout`` and ``lock_timeout`` of the writer's connection (0 = none): a locked
+    table or a stuck statement fails the batch (which is retried, never acknowledged) instead of
+    stalling the gateway silently."""
+
+    statement_s: float = 30
+    lock_s: float = 10
+
+    def apply(self, database_url: str) -> str:
+        """The URL as a conninfo string whose ``options`` set both timeouts on every connection
+        (reconnects included); options already in the URL are kept."""
+        params = conninfo_to_dict(database_url)
+        own = (f"-c statement_timeout={round(self.statement_s * 1000)}"
+               f" -c lock_timeout={round(self.lock_s * 1000)}")
+        params["options"] = f"{params.get('options') or ''} {own}".strip()
+        return make_conninfo("", **params)
+
+
+# What a failed write was, as the gateway's log and metric name it.
+LOCK_TIMEOUT, STATEMENT_TIMEOUT, CANCELED, UNAVAILABLE = (
+    "lock_timeout", "statement_timeout", "canceled", "unavailable")
+ERROR_KINDS = (LOCK_TIMEOUT, STATEMENT_TIMEOUT, CANCELED, UNAVAILABLE)
+
+
+def error_kind(exc: BaseException | None, text: str) -> str:
+    """The kind of a failed write, from the exception when there is one (SQLSTATE 55P03 is a lock
+    timeout, 57014 a cancelled statement), else from the server's (English) message."""
+    lowered = text.lower()
+    if isinstance(exc, psycopg.errors.LockNotAvailable) or "lock timeout" in lowered:
+        return LOCK_TIMEOUT
+    if "statement timeout" in lowered:
+        return STATEMENT_TIMEOUT
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return CANCELED
+    return UNAVAILABLE
+
+
+def _current_kind(error: str) -> str:
+    """Called from inside the ingestor's ``except`` block: the exception being handled says what
+    failed."""
+    return error_kind(sys.exc_info()[1], error)
+
+
+@dataclass(frozen=True)
 class Retrying:
     error: str
+    kind: str = UNAVAILABLE
 
 
 class BatchWriter(Protocol):
     def start(self) -> None: ...
 
-    def submit(self, items: list[RawMessage], on_retry: Callable[[str], None],
+    def submit(self, items: list[RawMessage], on_retry: Callable[[Retrying], None],
                should_stop: Callable[[], bool]) -> Committed: ...
 
     def housekeeping(self) -> None:
         """Mark silent devices offline (the gateway calls this on its one timer)."""
         ...
-
 
     def close(self) -> None: ...
 
@@ -52,18 +100,19 @@ class BatchWriter(Protocol):
 class InlineWriter:
     """Decode and write in the calling thread."""
 
-    def __init__(self, database_url: str, config: IngestConfig) -> None:
-        self._ingestor = Ingestor(database_url, config)
+    def __init__(self, database_url: str, config: IngestConfig,
+                 timeouts: DbTimeouts | None = None) -> None:
+        self._ingestor = Ingestor((timeouts or DbTimeouts()).apply(database_url), config)
 
     def start(self) -> None:
         self._ingestor.connect()
 
-    def submit(self, items: list[RawMessage], on_retry: Callable[[str], None],
+    def submit(self, items: list[RawMessage], on_retry: Callable[[Retrying], None],
                should_stop: Callable[[], bool]) -> Committed:
         attempts = [0]
 
         def retry(error: str) -> bool:
-            on_retry(error)
+            on_retry(Retrying(error, _current_kind(error)))
             attempts[0] += 1
             return not (should_stop() and attempts[0] > 5)
 
@@ -95,7 +144,7 @@ def _writer_main(conn: Connection, database_url: str, config: IngestConfig,
         return
 
     def notify(error: str) -> bool:
-        conn.send(Retrying(error))
+        conn.send(Retrying(error, _current_kind(error)))
         return True
 
     while True:
@@ -118,12 +167,14 @@ def _writer_main(conn: Connection, database_url: str, config: IngestConfig,
 class ProcessWriter:
     """Decode and write in a child process (spawned, so it is safe beside paho's threads)."""
 
-    def __init__(self, database_url: str, config: IngestConfig) -> None:
+    def __init__(self, database_url: str, config: IngestConfig,
+                 timeouts: DbTimeouts | None = None) -> None:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
+        url = (timeouts or DbTimeouts()).apply(database_url)
         self._process = ctx.Process(
             target=_writer_main, name="pledgewatch-writer",
-            args=(child, database_url, config, logging.getLogger().getEffectiveLevel()),
+            args=(child, url, config, logging.getLogger().getEffectiveLevel()),
             daemon=True,
         )
 
@@ -136,7 +187,7 @@ class ProcessWriter:
             self._process.join(5)
             raise WriterGone(f"the writer process could not start: {hello}")
 
-    def submit(self, items: list[RawMessage], on_retry: Callable[[str], None],
+    def submit(self, items: list[RawMessage], on_retry: Callable[[Retrying], None],
                should_stop: Callable[[], bool]) -> Committed:
         self._conn.send(items)
         stop_seen: float | None = None
@@ -148,7 +199,7 @@ class ProcessWriter:
                     raise WriterGone("the writer process died") from None
                 if isinstance(reply, Committed):
                     return reply
-                on_retry(reply.error)
+                on_retry(reply)
                 continue
             if not self._process.is_alive():
                 raise WriterGone(f"the writer process exited ({self._process.exitcode})")
