@@ -8,12 +8,13 @@ import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from gateway.confirm import Outgoing, confirmations
 from telemetry.contract.payload import (
     Accepted,
     DeviceInfo,
@@ -28,8 +29,12 @@ from telemetry.writer import Batch, DeadLetter, WriteResult, write_batch
 
 log = logging.getLogger(__name__)
 
-# (topic, payload, received time as epoch seconds): what crosses to the writer, cheap to pickle.
-RawMessage = tuple[str, bytes, float]
+# (topic, payload, received time as epoch seconds, MQTT retain flag): what crosses to the writer,
+# cheap to pickle. retain is True for a retained message the broker replays on (re)subscribe.
+RawMessage = tuple[str, bytes, float, bool]
+# The same without the retain flag (taken as a live message): callers from before the flag.
+LegacyRawMessage = tuple[str, bytes, float]
+AnyRawMessage = RawMessage | LegacyRawMessage
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class IngestConfig:
     limits: Limits = field(default_factory=Limits)
     registry_refresh_s: float = 1.0
     device_offline_after_s: float = 120
+    confirm_stored: bool = True  # build store confirmations for devices (gateway.confirm)
 
 
 @dataclass(frozen=True)
@@ -49,13 +55,17 @@ class Committed:
     dead_letters: dict[str, int] = field(default_factory=dict)
     devices: frozenset[str] = frozenset()
     device_times: tuple[float, ...] = ()  # epoch seconds of each accepted message
+    confirmations: tuple[Outgoing, ...] = ()  # to publish once the batch is acknowledged
 
     @staticmethod
-    def of(batch: Batch, result: WriteResult, seconds: float) -> Committed:
+    def of(batch: Batch, result: WriteResult, seconds: float, *,
+           confirm: bool = False) -> Committed:
         return Committed(
             result, seconds, len(batch), dict(Counter(d.reason for d in batch.dead)),
             frozenset(m.device_id for m in batch.accepted),
             tuple(m.device_time.timestamp() for m in batch.accepted),
+            confirmations(
+                (m.tenant, m.device_id, m.boot, m.seq) for m in batch.accepted) if confirm else (),
         )
 
 
@@ -81,20 +91,22 @@ class DeviceRegistry:
         return True
 
 
-def decode_batch(items: list[RawMessage], registry: DeviceRegistry, limits: Limits,
+def decode_batch(items: Sequence[AnyRawMessage], registry: DeviceRegistry, limits: Limits,
                  reload: Callable[[], bool]) -> Batch:
     """Decode every message; on an unknown device reload the registry once per batch."""
     batch = Batch()
     devices = registry.devices
     reloaded = False
-    for topic, payload, received in items:
+    for item in items:
+        topic, payload, received = item[0], item[1], item[2]
+        retained = len(item) > 3 and bool(item[3])
         received_at = datetime.fromtimestamp(received, UTC)
-        out = decode_message(topic, payload, received_at, devices, limits)
+        out = decode_message(topic, payload, received_at, devices, limits, retained)
         if (isinstance(out, Rejected) and out.reason is Reason.UNKNOWN_DEVICE and not reloaded
                 and reload()):
             reloaded = True
             devices = registry.devices
-            out = decode_message(topic, payload, received_at, devices, limits)
+            out = decode_message(topic, payload, received_at, devices, limits, retained)
         if isinstance(out, Accepted):
             batch.accepted.append(out)
         elif isinstance(out, StatusChange):
@@ -129,7 +141,8 @@ class Ingestor:
                 self._conn.close()
         self._conn = None
 
-    def ingest(self, items: list[RawMessage], on_retry: Callable[[str], bool]) -> Committed:
+    def ingest(self, items: Sequence[AnyRawMessage], on_retry: Callable[[str], bool]
+               ) -> Committed:
         """Commit the batch, retrying with backoff while the database is unavailable.
 
         ``on_retry(error)`` is told of each failure and returns False to give up (re-raise).
@@ -142,7 +155,8 @@ class Ingestor:
                                      functools.partial(self.registry.maybe_reload, conn))
                 started = time.perf_counter()
                 result = write_batch(conn, batch)
-                return Committed.of(batch, result, time.perf_counter() - started)
+                return Committed.of(batch, result, time.perf_counter() - started,
+                                    confirm=self.config.confirm_stored)
             except psycopg.OperationalError as exc:
                 self.close()
                 error = str(exc).strip()[:200]

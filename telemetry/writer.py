@@ -6,6 +6,7 @@ caller can acknowledge every message of the batch once :func:`write_batch` has r
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,8 +23,32 @@ CREATE TEMPORARY TABLE IF NOT EXISTS readings_stage (
 """
 _READING_COLUMNS = "(time, device_id, metric, value, boot, seq, received_at)"
 _READING_TYPES = ["timestamptz", "text", "text", "float8", "int4", "int8", "timestamptz"]
-_DEAD_COLUMNS = "(received_at, topic, payload, reason, detail, device_id)"
-_DEAD_TYPES = ["timestamptz", "text", "bytea", "text", "text", "text"]
+# Dead letters: one row per distinct bad message (reason + topic + full payload bytes, hashed),
+# however often it arrives: a broker redelivery after a gateway crash, or a device resending the
+# same bytes, adds to `occurrences` instead of a second row. Only the first
+# DEAD_LETTER_KEEP_BYTES of a payload are kept, with its full size and SHA-256.
+DEAD_LETTER_KEEP_BYTES = 4096  # the same cut as migration 0012's trigger for direct inserts
+_DEAD_STAGE = """
+CREATE TEMPORARY TABLE IF NOT EXISTS dead_letters_stage (
+    dedupe_key bytea, received_at timestamptz, last_received_at timestamptz, occurrences integer,
+    topic text, payload bytea, payload_size integer, payload_sha256 bytea, reason text,
+    detail text, device_id text
+) ON COMMIT DELETE ROWS
+"""
+_DEAD_COLUMNS = ("(dedupe_key, received_at, last_received_at, occurrences, topic, payload,"
+                 " payload_size, payload_sha256, reason, detail, device_id)")
+_DEAD_TYPES = ["bytea", "timestamptz", "timestamptz", "int4", "text", "bytea", "int4", "bytea",
+               "text", "text", "text"]
+# Rows in key order, so two gateways upserting the same keys cannot deadlock. RETURNING tells
+# new rows (xmax = 0) from repeats.
+_DEAD_UPSERT = f"""
+INSERT INTO dead_letters AS d {_DEAD_COLUMNS}
+SELECT * FROM dead_letters_stage ORDER BY dedupe_key
+ON CONFLICT (dedupe_key) DO UPDATE SET
+    occurrences      = d.occurrences + EXCLUDED.occurrences,
+    last_received_at = greatest(d.last_received_at, EXCLUDED.last_received_at)
+RETURNING (xmax = 0)
+"""
 
 _SEEN = """
 INSERT INTO device_status AS s (device_id, tenant, online, last_seen, changed_at, last_boot, last_seq)
@@ -82,14 +107,22 @@ def notify_payloads(device_ids: Iterable[str]) -> list[str]:
     return payloads
 
 
+# A status applies only if it is at least as new as everything stored for the device (its last
+# reading, last refused message, last status): `status_at` is when the status held
+# (StatusChange.as_of). A retained status replayed on every gateway (re)subscribe, of unknown age
+# (NULL), never overwrites a device's stored state; it only records a device seen for the first
+# time.
 _STATUS = """
-INSERT INTO device_status AS s (device_id, tenant, online, last_seen, changed_at)
-VALUES (%s, %s, %s, %s, %s)
+INSERT INTO device_status AS s (device_id, tenant, online, last_seen, changed_at, status_at)
+VALUES (%s, %s, %s, %s, %s, %s)
 ON CONFLICT (device_id) DO UPDATE SET
     online     = EXCLUDED.online,
     changed_at = CASE WHEN s.online = EXCLUDED.online THEN s.changed_at ELSE EXCLUDED.changed_at END,
     last_seen  = CASE WHEN EXCLUDED.online THEN greatest(s.last_seen, EXCLUDED.last_seen)
-                      ELSE s.last_seen END
+                      ELSE s.last_seen END,
+    status_at  = EXCLUDED.status_at
+WHERE EXCLUDED.status_at >= coalesce(greatest(s.last_seen, s.last_heard, s.status_at),
+                                     '-infinity')
 """
 
 
@@ -97,10 +130,16 @@ ON CONFLICT (device_id) DO UPDATE SET
 class DeadLetter:
     received_at: datetime
     topic: str
-    payload: bytes
+    payload: bytes  # all of it: the writer keeps DEAD_LETTER_KEEP_BYTES, its size and hash
     reason: str
     detail: str
     device_id: str | None
+
+    @property
+    def dedupe_key(self) -> bytes:
+        """SHA-256 of reason, topic and the full payload (as migration 0012 computes it)."""
+        return hashlib.sha256(b"%s\0%s\0%s" % (self.reason.encode(), self.topic.encode(),
+                                                  self.payload)).digest()
 
 
 @dataclass(slots=True)
@@ -117,8 +156,10 @@ class Batch:
 class WriteResult:
     staged: int
     inserted: int
-    dead_letters: int
-    status_changes: int
+    dead_letters: int  # messages refused (each arrival)
+    status_changes: int  # status messages in the batch
+    dead_letter_repeats: int = 0  # of them, already stored (a redelivery or identical resend)
+    status_ignored: int = 0  # of them, older than what was stored for the device (not applied)
 
     @property
     def duplicates(self) -> int:
@@ -192,25 +233,57 @@ def _insert_readings(conn: psycopg.Connection, cur: psycopg.Cursor[object],
     return staged, cur.rowcount
 
 
+def _dead_rows(dead: Sequence[DeadLetter]) -> list[tuple[object, ...]]:
+    """One row per distinct dead letter of the batch: first and last arrival, arrivals."""
+    first: dict[bytes, DeadLetter] = {}
+    arrivals: dict[bytes, list[datetime]] = {}
+    for d in dead:
+        key = d.dedupe_key
+        first.setdefault(key, d)
+        arrivals.setdefault(key, []).append(d.received_at)
+    return [
+        (key, min(arrivals[key]), max(arrivals[key]), len(arrivals[key]), d.topic,
+         d.payload[:DEAD_LETTER_KEEP_BYTES], len(d.payload), hashlib.sha256(d.payload).digest(),
+         d.reason, d.detail, d.device_id)
+        for key, d in first.items()
+    ]
+
+
+def _upsert_dead_letters(cur: psycopg.Cursor[object], dead: Sequence[DeadLetter]) -> int:
+    """Store the batch's dead letters; returns how many were already stored (repeats)."""
+    rows = _dead_rows(dead)
+    cur.execute(_DEAD_STAGE)
+    with cur.copy(f"COPY dead_letters_stage {_DEAD_COLUMNS} FROM STDIN (FORMAT BINARY)") as cp:
+        cp.set_types(_DEAD_TYPES)
+        for row in rows:
+            cp.write_row(row)
+    inserted = cur.execute(_DEAD_UPSERT).fetchall()  # one (is_new,) per distinct dead letter
+    return len(dead) - inserted.count((True,))
+
+
 def write_batch(conn: psycopg.Connection, batch: Batch) -> WriteResult:
     """Write a batch in one transaction; replayed readings are counted, not stored twice."""
-    staged = inserted = 0
+    staged = inserted = repeats = 0
+    applied: list[str] = []
     with conn.transaction(), conn.cursor() as cur:
         if batch.accepted:
             staged, inserted = _insert_readings(conn, cur, batch.accepted)
             cur.execute(_SEEN, _last_seen(batch.accepted))
         if batch.dead:
-            with cur.copy(f"COPY dead_letters {_DEAD_COLUMNS} FROM STDIN (FORMAT BINARY)") as cp:
-                cp.set_types(_DEAD_TYPES)
-                for d in batch.dead:
-                    cp.write_row((d.received_at, d.topic, d.payload, d.reason, d.detail, d.device_id))
+            repeats = _upsert_dead_letters(cur, batch.dead)
         heard = _heard(batch.dead)
         if heard:
             cur.execute(_HEARD, (list(heard), list(heard.values())))
         for s in batch.status:
-            cur.execute(_STATUS, (s.device_id, s.tenant, s.online, s.received_at, s.received_at))
-        changed = ([a.device_id for a in batch.accepted] + [s.device_id for s in batch.status]
-                   + list(heard))
+            as_of = s.as_of
+            # last_seen of a first-seen device: when the status held; a retained `online` of
+            # unknown age counts from its arrival, so the inactivity timeout can retire it.
+            seen = as_of if as_of is not None else (s.received_at if s.online else None)
+            cur.execute(_STATUS, (s.device_id, s.tenant, s.online, seen, s.received_at, as_of))
+            if cur.rowcount:
+                applied.append(s.device_id)
+        changed = [a.device_id for a in batch.accepted] + applied + list(heard)
         for payload in notify_payloads(changed):
             cur.execute("SELECT pg_notify(%s, %s)", (INGEST_CHANNEL, payload))
-    return WriteResult(staged, inserted, len(batch.dead), len(batch.status))
+    return WriteResult(staged, inserted, len(batch.dead), len(batch.status), repeats,
+                       len(batch.status) - len(applied))

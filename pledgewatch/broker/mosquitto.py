@@ -7,8 +7,10 @@ config file docker-compose mounts, with only the listener, paths and (optionally
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,16 +27,25 @@ def mosquitto_binary() -> str | None:
     )
 
 
-def render_config(port: int, workdir: Path, password_file: Path | None) -> str:
-    """The project config with this instance's listener, data dir and auth files."""
+def render_config(port: int, workdir: Path, password_file: Path | None,
+                  overrides: Mapping[str, str] | None = None) -> str:
+    """The project config with this instance's listener, data dir and auth files; ``overrides``
+    replace (or add) other settings by name, e.g. ``{"autosave_interval": "5"}``."""
+    for name, value in (overrides or {}).items():
+        if not re.fullmatch(r"[a-z_]+", name) or "\n" in value:
+            raise ValueError(f"not a mosquitto setting: {name!r} {value!r}")
     replaced = {
+        **{name: f"{name} {value}" for name, value in (overrides or {}).items()},
         "listener": f"listener {port} 127.0.0.1",
         "persistence_location": f"persistence_location {workdir}/",
         "password_file": f"password_file {password_file}" if password_file else "",
         "acl_file": f"acl_file {ACL}" if password_file else "",
         "allow_anonymous": f"allow_anonymous {'false' if password_file else 'true'}",
     }
-    out = [replaced.get(line.split(" ", 1)[0], line) for line in CONFIG.read_text().splitlines()]
+    lines = CONFIG.read_text().splitlines()
+    out = [replaced.get(line.split(" ", 1)[0], line) for line in lines]
+    present = {line.split(" ", 1)[0] for line in lines}
+    out += [f"{name} {value}" for name, value in (overrides or {}).items() if name not in present]
     out.append(f"log_dest file {workdir}/mosquitto.log")
     if os.geteuid() == 0:
         out.append("user root")  # keep access to the per-run files a root test run creates
@@ -55,6 +66,7 @@ class Mosquitto:
     workdir: Path
     port: int = 0
     users: dict[str, str] = field(default_factory=dict)
+    overrides: dict[str, str] = field(default_factory=dict)  # settings replacing the project's
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Mosquitto:
@@ -68,7 +80,7 @@ class Mosquitto:
             password_file = self.workdir / "passwd"
             write_password_file(password_file, self.users)
         conf = self.workdir / "mosquitto.conf"
-        conf.write_text(render_config(self.port, self.workdir, password_file))
+        conf.write_text(render_config(self.port, self.workdir, password_file, self.overrides))
         self.process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         if not wait_for_port(self.port, 10, self.process):

@@ -95,10 +95,26 @@ class Rejected:
 
 @dataclass(frozen=True, slots=True)
 class StatusChange:
+    """A device's online/offline status. ``retained`` is the MQTT retain flag: True for a retained
+    message the broker replays on (re)subscribe, whose age is unknown unless the payload says
+    (``ts``, the device's clock)."""
+
     device_id: str
     tenant: str
     online: bool
     received_at: datetime
+    retained: bool = False
+    ts: datetime | None = None
+
+    @property
+    def as_of(self) -> datetime | None:
+        """When this status held: its arrival for a live message; for a retained replay the
+        payload's ``ts`` (never later than its arrival), or None when its age is unknown."""
+        if not self.retained:
+            return self.received_at
+        if self.ts is None:
+            return None
+        return min(self.ts, self.received_at)
 
 
 Decoded = Accepted | Rejected | StatusChange
@@ -127,6 +143,7 @@ class StatusV1(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     state: Literal["online", "offline"]
+    ts: StrictInt | Annotated[str, Field(min_length=10, max_length=40)] | None = None
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -232,16 +249,25 @@ def decode_telemetry(
     )
 
 
-def decode_status(payload: bytes, device: DeviceInfo, received_at: datetime) -> StatusChange | Rejected:
+def decode_status(payload: bytes, device: DeviceInfo, received_at: datetime,
+                  retained: bool = False) -> StatusChange | Rejected:
     text = payload.strip()
     if text in (b"online", b"offline"):
-        return StatusChange(device.device_id, device.tenant, text == b"online", received_at)
+        return StatusChange(device.device_id, device.tenant, text == b"online", received_at,
+                            retained)
     try:
         msg = StatusV1.model_validate_json(payload)
     except ValidationError as exc:
         reason, detail = _first_schema_error(exc)
         return Rejected(reason, detail, device.device_id)
-    return StatusChange(device.device_id, device.tenant, msg.state == "online", received_at)
+    ts = None
+    if msg.ts is not None:
+        try:
+            ts = parse_device_time(msg.ts)
+        except (ValueError, OverflowError) as exc:
+            return Rejected(Reason.INVALID_SCHEMA, f"ts: {exc}"[:200], device.device_id)
+    return StatusChange(device.device_id, device.tenant, msg.state == "online", received_at,
+                        retained, ts)
 
 
 def decode_message(
@@ -250,8 +276,10 @@ def decode_message(
     received_at: datetime,
     devices: Mapping[str, DeviceInfo],
     limits: Limits,
+    retained: bool = False,
 ) -> Decoded:
-    """Route one message: topic, size, identity, then the channel's payload decoder."""
+    """Route one message: topic, size, identity, then the channel's payload decoder.
+    ``retained`` is the MQTT retain flag (a retained status replayed by the broker)."""
     parsed = parse_topic(topic)
     if parsed is None:
         return Rejected(Reason.BAD_TOPIC, f"not a device topic: {topic[:200]!r}")
@@ -277,5 +305,5 @@ def decode_message(
     except UnicodeDecodeError as exc:
         return Rejected(Reason.NOT_UTF8, f"byte {exc.start} is not UTF-8", device.device_id)
     if parsed.channel == "status":
-        return decode_status(payload, device, received_at)
+        return decode_status(payload, device, received_at, retained)
     return decode_telemetry(payload, device, received_at, limits)
