@@ -4,8 +4,11 @@ Per device there are two tasks. The *producer* samples the device model ``rate_h
 second (whether or not the device is connected) and puts the encoded message in the device's
 outbox. The *link* connects (a new :class:`aiomqtt.Client` per attempt, with exponential backoff
 and jitter), publishes the retained ``online`` status, then sends the outbox in order at QoS 1;
-a message leaves the outbox only when ``publish`` returns, i.e. after its PUBACK. After a
-reconnect every unacknowledged message is resent with the same bytes.
+a telemetry message leaves the outbox when the gateway's store confirmation covers it (the link
+subscribes to the device's ``stored`` topic, :mod:`telemetry.contract.confirm`), or after its
+PUBACK alone while no gateway has ever confirmed. After a reconnect every message not stored end
+to end is resent with the same bytes; one PUBACKed but unconfirmed for ``confirm_timeout_s`` is
+resent too (a broker that crashed before its autosave lost it).
 
 On stop the producers stop, each link gets a bounded time to drain its outbox, publishes the
 retained ``offline`` status and disconnects cleanly (a dropped connection leaves the broker to
@@ -30,6 +33,7 @@ from firmware_sim.device_models import DeviceSpec, build_model
 from firmware_sim.messages import OFFLINE_PAYLOAD, Sequencer, online_payload
 from firmware_sim.outbox import Outbox, OutboxMessage
 from firmware_sim.scenarios import make_scenario
+from telemetry.contract.confirm import decode_confirmation, stored_topic
 from telemetry.contract.topics import status_topic, telemetry_topic
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,8 @@ CLOSE_TIMEOUT_S = STATUS_TIMEOUT_S + 1.0
 CONNECTS_PER_S = 500.0
 MAX_INFLIGHT = 20
 KEEPALIVE_S = 30
+CONFIRM_TIMEOUT_S = 30.0  # resend a PUBACKed message the store has not confirmed by then
+OVERDUE_CHECK_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +70,8 @@ class DeviceStats:
     dropped: int
     pending: int
     connects: int
+    confirmed: int = 0  # left the outbox on the store's confirmation
+    resent_unconfirmed: int = 0  # PUBACKed, never confirmed, sent again
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +84,8 @@ class FleetStats:
     dropped: int = 0
     pending: int = 0
     connects: int = 0
+    confirmed: int = 0
+    resent_unconfirmed: int = 0
     devices: dict[str, DeviceStats] = field(default_factory=dict)
 
     @classmethod
@@ -89,6 +99,8 @@ class FleetStats:
             dropped=sum(d.dropped for d in rows),
             pending=sum(d.pending for d in rows),
             connects=sum(d.connects for d in rows),
+            confirmed=sum(d.confirmed for d in rows),
+            resent_unconfirmed=sum(d.resent_unconfirmed for d in rows),
             devices=by_id,
         )
 
@@ -96,15 +108,17 @@ class FleetStats:
 class _Device:
     """The mutable runtime of one simulated device."""
 
-    def __init__(self, spec: DeviceSpec, boot: int, scenario: str, outbox_max: int) -> None:
+    def __init__(self, spec: DeviceSpec, boot: int, scenario: str, outbox_max: int,
+                 confirm_timeout_s: float | None = None) -> None:
         self.spec = spec
         self.boot = boot
         self.model = build_model(spec)
         self.scenario = make_scenario(scenario, spec)
         self.sequencer = Sequencer(boot)
-        self.outbox = Outbox(outbox_max)
+        self.outbox = Outbox(outbox_max, boot=boot, confirm_timeout_s=confirm_timeout_s)
         self.topic = telemetry_topic(spec.tenant, spec.device_id)
         self.status_topic = status_topic(spec.tenant, spec.device_id)
+        self.stored_topic = stored_topic(spec.tenant, spec.device_id)
         self.wakeup = asyncio.Event()
         self.abandoned = asyncio.Event()
         self.producing = True
@@ -117,8 +131,9 @@ class _Device:
         readings = self.scenario.apply(self.step, self.t_s, self.model.step(dt_s))
         self.step += 1
         self.t_s += dt_s
+        seq = self.sequencer.seq
         payload = self.sequencer.next_payload(time.time_ns() // 1_000_000, readings)
-        self.outbox.put(self.topic, payload)
+        self.outbox.put(self.topic, payload, seq)
         self.wakeup.set()
 
     def stop_producing(self) -> None:
@@ -132,7 +147,7 @@ class _Device:
 
     @property
     def finished(self) -> bool:
-        drained = not self.producing and len(self.outbox) == 0
+        drained = not self.producing and self.outbox.settled
         return drained or self.abandoned.is_set()
 
     async def pause(self, seconds: float) -> None:
@@ -149,8 +164,10 @@ class _Device:
             box.acked,
             box.resent,
             box.dropped,
-            len(box),
+            box.waiting,
             self.connects,
+            box.confirmed,
+            box.resent_unconfirmed,
         )
 
 
@@ -188,7 +205,7 @@ async def _publish(client: aiomqtt.Client, device: _Device, message: OutboxMessa
     """Publish one message; it leaves the outbox only once the broker has PUBACKed it."""
     try:
         await client.publish(message.topic, message.payload, qos=1, timeout=PUBLISH_TIMEOUT_S)
-        device.outbox.ack(message.key)
+        device.outbox.ack(message.key, time.monotonic())
     finally:
         device.wakeup.set()
 
@@ -210,7 +227,10 @@ async def _send(client: aiomqtt.Client, device: _Device) -> None:
             _reap(inflight)
             message = device.outbox.next_unsent() if len(inflight) < MAX_INFLIGHT else None
             if message is None:
-                await device.wakeup.wait()
+                if device.outbox.overdue(time.monotonic()):
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(device.wakeup.wait(), OVERDUE_CHECK_S)
             else:
                 inflight.add(asyncio.create_task(_publish(client, device, message)))
     finally:
@@ -219,14 +239,21 @@ async def _send(client: aiomqtt.Client, device: _Device) -> None:
         await asyncio.gather(*inflight, return_exceptions=True)
 
 
-async def _until_disconnected(client: aiomqtt.Client) -> None:
-    """Return (by raising ``MqttError``) when the connection drops; nothing is subscribed."""
-    async for _ in client.messages:
-        pass
+async def _until_disconnected(client: aiomqtt.Client, device: _Device) -> None:
+    """Apply store confirmations until the connection drops (then ``MqttError`` is raised)."""
+    async for message in client.messages:
+        payload = message.payload
+        confirmation = (decode_confirmation(payload) if isinstance(payload, bytes | bytearray)
+                        else None)
+        if confirmation is None:
+            log.debug("%s: ignored a malformed confirmation", device.spec.device_id)
+        elif device.outbox.confirm(confirmation):
+            device.wakeup.set()
 
 
 async def _session(client: aiomqtt.Client, device: _Device) -> None:
     """One connection: status online, resend + send the outbox, status offline when done."""
+    await client.subscribe(device.stored_topic, qos=0, timeout=STATUS_TIMEOUT_S)
     await client.publish(
         device.status_topic,
         online_payload(device.boot),
@@ -235,7 +262,7 @@ async def _session(client: aiomqtt.Client, device: _Device) -> None:
         timeout=STATUS_TIMEOUT_S,
     )
     device.outbox.rewind()
-    watcher = asyncio.create_task(_until_disconnected(client))
+    watcher = asyncio.create_task(_until_disconnected(client, device))
     sender = asyncio.create_task(_send(client, device))
     try:
         await asyncio.wait((watcher, sender), return_when=asyncio.FIRST_COMPLETED)
@@ -344,13 +371,15 @@ def _start_delays(n: int, period_s: float, rng: random.Random) -> list[tuple[flo
 
 
 def _make_devices(
-    specs: Sequence[DeviceSpec], scenario: str, state_dir: Path, outbox_max: int
+    specs: Sequence[DeviceSpec], scenario: str, state_dir: Path, outbox_max: int,
+    confirm_timeout_s: float | None,
 ) -> list[_Device]:
     ids = [spec.device_id for spec in specs]
     if len(set(ids)) != len(ids):
         raise ValueError("device ids must be unique within a fleet")
     boots = BootStore(state_dir).next_boots(ids)
-    return [_Device(spec, boots[spec.device_id], scenario, outbox_max) for spec in specs]
+    return [_Device(spec, boots[spec.device_id], scenario, outbox_max, confirm_timeout_s)
+            for spec in specs]
 
 
 async def run_fleet(
@@ -370,19 +399,22 @@ async def run_fleet(
     outbox_max: int = 5_000,
     drain_timeout_s: float = 5.0,
     progress_every_s: float = 1.0,
+    confirm_timeout_s: float | None = CONFIRM_TIMEOUT_S,
 ) -> FleetStats:
     """Run ``specs`` against the broker until ``duration_s`` passed or ``stop`` is set.
 
     ``password`` may be a string or a function of the device id; with a password and no
     ``username`` each device logs in as its own device id. Boot counters are kept in
     ``state_dir/sim-boot.json``. Returns the final counters (also passed to ``on_progress``).
+    ``confirm_timeout_s`` (``None``: a PUBACK is the end) is how long a PUBACKed message waits
+    for the store's confirmation before it is sent again.
     """
     if rate_hz <= 0:
         raise ValueError("rate_hz must be > 0")
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}")
     broker = _Broker(host, port, username, password, PROTOCOLS[protocol])
-    devices = _make_devices(specs, scenario, state_dir, outbox_max)
+    devices = _make_devices(specs, scenario, state_dir, outbox_max, confirm_timeout_s)
     period_s = 1.0 / rate_hz
     delays = _start_delays(len(devices), period_s, random.Random())
     producers = [
