@@ -7,6 +7,7 @@ import logging
 import math
 import secrets
 import signal
+import sys
 import threading
 import time
 from contextlib import ExitStack
@@ -81,7 +82,9 @@ def _say(text: str) -> None:
 
 def _prepare_store(endpoints: Endpoints, options: DemoOptions,
                    settings: Settings) -> list[DeviceInfo]:
-    applied = apply_all(endpoints.database_url, time_series_options(settings))
+    applied = apply_all(endpoints.database_url, time_series_options(settings),
+                        on_warning=lambda message: print(f"warning: {message}", file=sys.stderr,
+                                                         flush=True))
     fleet = make_fleet(options.devices, tenant=TENANT)
     infos = [DeviceInfo(s.device_id, s.tenant, s.kind) for s in fleet]
     with psycopg.connect(endpoints.database_url) as conn:
@@ -247,6 +250,9 @@ def _run_demo(settings: Settings, options: DemoOptions) -> int:
                                      on_start=on_start, on_stop=on_stop),
                           settings.http_host, settings.http_port).start()
         stack.callback(http.stop)
+        if http.moved_from is not None:
+            _say(f"note: port {http.moved_from} on {http.host} is in use; the HTTP server "
+                 f"listens on {http.port} instead")
         _say(f"http: {http.url}/health  {http.url}/docs  {http.url}/metrics")
         _say(f"dashboard: {http.url}/dashboard/  ({OFFICER} / {password})")
         incident_at = _incident_at_s(options, settings)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,16 @@ log = logging.getLogger(__name__)
 DATABASE = "pledgewatch"
 
 
+class EmbeddedError(RuntimeError):
+    """An embedded service that cannot start, said in one line."""
+
+
+def _reason(exc: BaseException) -> str:
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+    return " ".join(text.split()) + where or type(exc).__name__
+
+
 class EmbeddedPostgres:
     """A PostgreSQL server whose data directory lives under ``data_dir`` and survives restarts."""
 
@@ -40,6 +51,14 @@ class EmbeddedPostgres:
         self.owned = False  # False when another process (e.g. a running demo) started it
 
     def start(self) -> EmbeddedPostgres:
+        """Start (or join) the server; :class:`EmbeddedError` when it cannot be started."""
+        try:
+            return self._start()
+        except (OSError, RuntimeError, subprocess.SubprocessError, psycopg.Error) as exc:
+            raise EmbeddedError(f"cannot start the embedded PostgreSQL in {self.data_dir}: "
+                                f"{_reason(exc)}") from exc
+
+    def _start(self) -> EmbeddedPostgres:
         os.environ.setdefault("XDG_RUNTIME_DIR", str(self.data_dir.parent / "run"))
         Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
 
@@ -98,6 +117,9 @@ class EmbeddedBroker:
             self._broker = Broker(port=self.port, listen="127.0.0.1",
                                   max_inflight_count=self.max_inflight,
                                   max_payload_size=1_048_576).start()
+        except (OSError, RuntimeError) as exc:
+            raise EmbeddedError(f"cannot start the embedded MQTT broker on 127.0.0.1:{self.port}: "
+                                f"{_reason(exc)}") from exc
         finally:
             signal.signal(signal.SIGINT, previous)
         log.info("embedded MQTT broker listening on 127.0.0.1:%d", self.port)

@@ -31,7 +31,7 @@ from gateway.mqtt import (
     publish_qos1,
 )
 from pledgewatch.embedded import EmbeddedPostgres
-from schema.migrate import apply_all
+from schema.migrate import apply_all, close_for_copying
 from telemetry.contract.payload import DeviceInfo
 from telemetry.contract.topics import telemetry_topic
 from telemetry.queries import register_devices
@@ -66,6 +66,8 @@ class PgServer:
                 with self._admin() as conn:
                     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
                 apply_all(with_database(self.admin_url, name))
+                with self._admin() as conn:  # TimescaleDB's scheduler would hold it open
+                    close_for_copying(conn, name)
                 self._template = name
             return self._template
 

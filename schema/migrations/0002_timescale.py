@@ -1,5 +1,7 @@
 """Capability step: with the timescaledb extension, readings become a hypertable with compression,
-retention and an hourly continuous aggregate; without it, a plain view serves the same rollup.
+retention and an hourly real-time continuous aggregate; without it (not installed, not preloaded,
+or not allowed to the role: :func:`schema.timescale.plan_time_series` decides before this runs), a
+plain view serves the same rollup.
 
 Both paths define ``readings_hourly (bucket, device_id, metric, min, max, avg, last, count)``.
 """

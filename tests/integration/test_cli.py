@@ -86,8 +86,9 @@ def test_gateway_refuses_an_unmigrated_database(empty_db: str, tmp_path: Path) -
 def test_unreachable_database_is_a_clear_error(command: list[str], tmp_path: Path) -> None:
     proc = pledgewatch(UNREACHABLE_DB, tmp_path, *command)
     text = output(proc)
-    assert proc.returncode != 0, text
-    assert "cannot reach the database" in text
+    assert proc.returncode == 2, text
+    assert proc.stderr.startswith("error: cannot reach the database: ")
+    assert len(proc.stderr.splitlines()) == 1, "one line, libpq's hint included"
     assert "Traceback" not in text
 
 
