@@ -37,12 +37,16 @@ endef
 
 # mosquitto runs the project's broker config in the tests and the ingest benchmark; chromium the
 # dashboard's browser test (Playwright drives this one; it never downloads a browser); wrk the API
-# benchmark; npm installs the dashboard's libraries.
+# benchmark; npm installs the dashboard's libraries; promtool (Debian's prometheus package, which
+# on a machine with systemd also starts a server: `systemctl disable --now prometheus` if unwanted)
+# checks and unit-tests the alert rules; gcc builds the migrate fallback test's stand-in loader.
 system-deps:
 	$(call apt_install,mosquitto,mosquitto mosquitto-clients,for the broker tests)
 	$(call apt_install,chromium,chromium,for the dashboard browser test)
 	$(call apt_install,wrk,wrk,for the API benchmark)
 	$(call apt_install,npm,npm,for the dashboard libraries)
+	$(call apt_install,promtool,prometheus,for the alert rule tests)
+	$(call apt_install,gcc,gcc,for the migrate fallback test)
 
 # ARGS passes options through, e.g. make demo ARGS="--scenario theft --devices 12"
 demo: install
@@ -74,6 +78,7 @@ bench: install
 	$(BIN)/pledgewatch bench alert-latency
 	$(BIN)/pledgewatch bench api --repeat 3
 	$(BIN)/pledgewatch bench detection
+	$(BIN)/pledgewatch bench chaos
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache \

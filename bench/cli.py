@@ -11,10 +11,13 @@ import typer
 
 from bench.alert_latency import run_alert_latency_bench
 from bench.api import run_api_bench
+from bench.chaos import SCENARIOS as CHAOS_SCENARIOS
+from bench.chaos import ChaosOptions, run_chaos_bench
 from bench.detection import run_detection_bench
 from bench.detection_scenarios import SCENARIOS
 from bench.ingest import run_ingest_bench
 from bench.revalue import run
+from pledgewatch.broker.mosquitto import mosquitto_binary
 from pledgewatch.cli.common import fail, settings_or_exit
 
 bench_app = typer.Typer(help="Benchmarks: print figures, the baseline and the ratio.",
@@ -105,3 +108,44 @@ def bench_detection(
     settings = settings_or_exit()
     raise typer.Exit(run_detection_bench(settings, seed=seed, quick=quick,
                                          scenarios=scenario or list(SCENARIOS), workdir=workdir))
+
+
+@bench_app.command("chaos")
+def bench_chaos(
+    messages: Annotated[int | None, typer.Option(
+        min=100, max=1_000_000, help="messages per scenario (default 20000; --quick 3000)")] = None,
+    rate: Annotated[float | None, typer.Option(
+        min=10, max=50_000, help="offered msg/s of the paced scenarios (default 2000; --quick "
+        "1500)")] = None,
+    outage: Annotated[float | None, typer.Option(
+        min=1, max=600, help="seconds the database is down / readings is locked (default 15; "
+        "--quick 3)")] = None,
+    scenario: Annotated[list[str] | None, typer.Option(
+        "--scenario", help="run only this scenario (repeatable): " + ", ".join(CHAOS_SCENARIOS))
+    ] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="small sizes, for the test suite")] = False,
+    pg_stop: Annotated[str, typer.Option(
+        help="how db_outage stops the private PostgreSQL: immediate (a crash) or fast")
+    ] = "immediate",
+    database_url: Annotated[str | None, typer.Option(
+        help="create the bench's database on this server instead of a private embedded cluster "
+        "(default: PLEDGEWATCH_DATABASE_URL when set); a shared server is never stopped")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="scratch dir (default: a temp dir)")] = None,
+) -> None:
+    """Kill the gateway, the database, the broker while devices publish: acked vs stored."""
+    unknown = sorted(set(scenario or ()) - set(CHAOS_SCENARIOS))
+    if unknown:
+        raise fail(f"--scenario: unknown {', '.join(map(repr, unknown))} "
+                   f"(known: {', '.join(CHAOS_SCENARIOS)})")
+    if pg_stop not in ("fast", "immediate"):
+        raise fail(f"--pg-stop must be fast or immediate, got {pg_stop!r}")
+    if database_url is not None and not re.match(r"postgres(ql)?://", database_url):
+        raise fail("--database-url must start with postgresql://")
+    if mosquitto_binary() is None:
+        raise fail("the chaos bench needs Debian's mosquitto (apt-get install mosquitto)")
+    settings = settings_or_exit()
+    options = ChaosOptions.make(quick=quick, messages=messages, rate=rate, outage_s=outage,
+                                pg_stop="fast" if pg_stop == "fast" else "immediate")
+    chosen = list(dict.fromkeys(scenario)) if scenario else list(CHAOS_SCENARIOS)
+    raise typer.Exit(run_chaos_bench(options, chosen, workdir=workdir,
+                                     database_url=database_url or settings.database_url))

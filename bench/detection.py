@@ -190,11 +190,12 @@ class Feed:
             status: StatusEvent = self.statuses[i]
             state = "online" if status.online else "offline"
             return (status_topic(TENANT, status.device_id), json.dumps({"state": state}).encode(),
-                    received)
+                    received, False)
         stream = self.streams[source]
         payload = {"boot": stream.boot, "seq": int(stream.seq[i]),
                    "ts": round(float(stream.sent[i]) * 1000), "readings": stream.readings(i)}
-        return telemetry_topic(TENANT, stream.device_id), json.dumps(payload).encode(), received
+        return (telemetry_topic(TENANT, stream.device_id), json.dumps(payload).encode(), received,
+                False)
 
 
 @dataclass(slots=True)

@@ -2,14 +2,16 @@
 # Generate the secrets docker-compose.yml needs, once:
 #
 #   deploy/.env               POSTGRES_PASSWORD, GATEWAY_MQTT_PASSWORD, NOTIFIER_MQTT_PASSWORD
-#                             (the API's alert publisher) and JWT_SECRET (officers' tokens), for
+#                             (the API's alert publisher), JWT_SECRET (officers' tokens) and
+#                             GRAFANA_ADMIN_PASSWORD (user admin of the monitoring dashboard), for
 #                             `docker compose --env-file deploy/.env ...`
 #   deploy/mosquitto/passwd   Mosquitto's password file, holding the gateway and notifier users
 #                             (device users are added to it later, see deploy/README.md)
 #
 # Usage: sh deploy/make-credentials.sh [--force]
 #
-# Running it again changes nothing. --force generates new passwords: the gateway's entry in the
+# Running it again changes nothing, except that a deploy/.env written before a secret existed gets
+# that secret added (GRAFANA_ADMIN_PASSWORD). --force generates new passwords: the gateway's entry in the
 # password file is replaced (device entries are kept), and the database password has to be
 # changed in the running database too (the script prints how).
 #
@@ -113,9 +115,15 @@ fi
 mkdir -p "$passwd_dir"
 chmod 700 "$passwd_dir"
 
+# A deploy/.env from before the monitoring services: add the Grafana admin's password.
+if [ -e "$env_file" ] && [ "$force" -eq 0 ] && [ -z "$(env_value GRAFANA_ADMIN_PASSWORD)" ]; then
+    echo "GRAFANA_ADMIN_PASSWORD=$(random_password)" >>"$env_file"
+    echo "added GRAFANA_ADMIN_PASSWORD to $env_file"
+fi
+
 if [ -e "$env_file" ] && [ "$force" -eq 0 ]; then
     if [ -s "$passwd_file" ]; then
-        echo "$env_file and $passwd_file exist; nothing changed (--force makes new passwords)."
+        echo "$env_file and $passwd_file exist; nothing else changed (--force makes new passwords)."
         exit 0
     fi
     # The password file went missing: rebuild it from the passwords already in .env.
@@ -138,6 +146,7 @@ postgres_password=$(random_password)
 gateway_password=$(random_password)
 notifier_password=$(random_password)
 jwt_secret=$(random_password)
+grafana_password=$(random_password)
 
 # The broker file first: if mosquitto_passwd is missing, nothing has been written yet.
 set_broker_password "$GATEWAY_USER" "$gateway_password"
@@ -152,6 +161,7 @@ trap 'rm -f "$tmp"' EXIT
     echo "GATEWAY_MQTT_PASSWORD=$gateway_password"
     echo "NOTIFIER_MQTT_PASSWORD=$notifier_password"
     echo "JWT_SECRET=$jwt_secret"
+    echo "GRAFANA_ADMIN_PASSWORD=$grafana_password"
 } >"$tmp"
 chmod 600 "$tmp"
 mv -f "$tmp" "$env_file"

@@ -30,6 +30,7 @@ import psycopg
 from lending.domain.assess import Assessment, assess
 from lending.domain.quantity import TrustPolicy
 from lending.domain.rules import RulePolicy
+from lending.metrics import EngineMetrics
 from lending.store import (
     LENDING_CHANNEL,
     PRICES_CHANNEL,
@@ -67,7 +68,7 @@ class LendingEngine:
 
     def __init__(self, database_url: str, *, policy: RulePolicy | None = None,
                  trust: TrustPolicy | None = None, tick_s: float = 15.0,
-                 clock: Clock = utcnow) -> None:
+                 clock: Clock = utcnow, metrics: EngineMetrics | None = None) -> None:
         self.database_url = database_url
         self.policy = policy or RulePolicy()
         self.trust = trust or TrustPolicy()
@@ -76,6 +77,7 @@ class LendingEngine:
         self.cache = SeriesCache()
         self.prices = PriceCache()
         self.stats = EngineStats()
+        self.metrics = metrics or EngineMetrics()
         self._conn: psycopg.Connection | None = None
 
     def _connection(self) -> psycopg.Connection:
@@ -112,6 +114,10 @@ class LendingEngine:
         self.stats.cycles += 1
         self.stats.assessed += len(results)
         self.stats.last_cycle_s = time.perf_counter() - started
+        self.metrics.assessed.inc(len(results))
+        if facility_ids is None:
+            self.metrics.last_pass.set(time.time())
+            self.metrics.pass_seconds.set(self.stats.last_cycle_s)
         return results
 
     def _recompute_chunk(self, conn: psycopg.Connection, ids: list[str]) -> list[Assessment]:
@@ -130,6 +136,7 @@ class LendingEngine:
                 except Exception:
                     log.exception("lending engine: cannot assess facility %s; skipped", fid)
                     self.stats.failed += 1
+                    self.metrics.failed.inc()
                     continue
                 raised = persist(conn, assessment)
                 if assessment.limit_changed is not None:
@@ -167,7 +174,9 @@ class LendingEngine:
             devices: set[str] = set()
             facilities: set[str] = set()
             everything = False
+            noticed: float | None = None
             for note in listener.notifies(timeout=wait, stop_after=1):
+                noticed = noticed or time.monotonic()
                 if note.channel == INGEST_CHANNEL:
                     devices.update(filter(None, note.payload.split(",")))
                 elif note.channel == PRICES_CHANNEL:
@@ -183,6 +192,8 @@ class LendingEngine:
                 self.recompute(None)
             elif devices or facilities:
                 self.recompute(facilities, devices)
+            # notice -> its assessment done; 0 once an idle wait passed with nothing to do
+            self.metrics.lag.set(0 if noticed is None else time.monotonic() - noticed)
 
 
     def _rewind_prices(self, payload: str) -> None:

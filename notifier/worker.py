@@ -35,6 +35,7 @@ from gateway.mqtt import MqttTarget
 from lending.store import ALERTS_CHANNEL
 from notifier.alert_publisher import AlertPublisher
 from notifier.config import NotifierConfig
+from notifier.metrics import NotifierMetrics
 from notifier.webhook_store import NOTIFY_CHANNEL
 from notifier.webhooks import WebhookDispatcher
 
@@ -53,7 +54,8 @@ class Notifier:
         self.config = config or NotifierConfig()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self.dispatcher = WebhookDispatcher(self.config, http, rand)
+        self.metrics = NotifierMetrics()
+        self.dispatcher = WebhookDispatcher(self.config, http, rand, metrics=self.metrics)
         self.publisher = (AlertPublisher(mqtt, self.config, self._wake.set)
                           if mqtt is not None else None)
         self.ready = threading.Event()  # listening and working

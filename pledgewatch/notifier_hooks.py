@@ -28,6 +28,7 @@ def notifier_config(settings: Settings) -> NotifierConfig:
         backoff_max_s=max(settings.webhook_backoff_max_s, settings.webhook_backoff_base_s),
         timeout_s=settings.webhook_timeout_s,
         topic_prefix=settings.alert_topic_prefix,
+        webhook_allow=tuple(settings.webhook_allow),
     )
 
 
@@ -56,6 +57,7 @@ def notifier_hooks(settings: Settings, database_url: str,
     def start(app: FastAPI) -> None:
         app.state.notifier = notifier
         if notifier is not None:
+            app.state.extra_registries.append(notifier.metrics.registry)
             notifier.start()
 
     def stop(_app: FastAPI) -> None:

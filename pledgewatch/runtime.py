@@ -108,6 +108,14 @@ def gateway_config(settings: Settings) -> GatewayConfig:
         ),
         device_offline_after_s=settings.device_offline_after_s,
         writer_process=settings.writer_process,
+        slots=settings.gateway_slots,
+        lease_poll_s=settings.gateway_lease_poll_s,
+        receive_maximum=settings.mqtt_receive_maximum,
+        statement_timeout_s=settings.gateway_statement_timeout_s,
+        lock_timeout_s=settings.gateway_lock_timeout_s,
+        confirm_stored=settings.gateway_confirm_stored,
+        # the embedded broker (rumqttd) disconnects a client that subscribes to $SYS
+        broker_stats=settings.gateway_broker_stats and settings.mqtt_url is not None,
     )
 
 
@@ -116,4 +124,5 @@ def time_series_options(settings: Settings) -> TimeSeriesOptions:
     return TimeSeriesOptions(use_timescaledb=settings.use_timescaledb,
                              chunk_interval=settings.timescale_chunk_interval,
                              compress_after=settings.timescale_compress_after,
-                             retention=settings.timescale_retention)
+                             retention=settings.timescale_retention,
+                             late_window=timedelta(seconds=settings.max_past_age_s))

@@ -7,14 +7,24 @@ must be set explicitly.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from notifier.address_policy import DestinationPolicy
+
+# A list setting from the environment: comma-separated (or a JSON list).
+ListSetting = Annotated[list[str], NoDecode]
+
+SLOTS_NEED_A_GROUP = ("{slots} gateway slots need PLEDGEWATCH_MQTT_SHARED_GROUP (each slot is one "
+                      "member of the shared subscription $share/<group>/...)")
 
 
 def default_state_dir() -> Path:
@@ -58,6 +68,32 @@ class Settings(BaseSettings):
         7 * 86400, ge=60, le=2**32 - 1, description="MQTT 5 session expiry interval"
     )
     mqtt_keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive")
+    mqtt_receive_maximum: int = Field(
+        5000, ge=1, le=65535, description="MQTT 5 Receive Maximum of each gateway slot: "
+        "unacknowledged messages the broker may send it (bounds the gateway's memory)"
+    )
+    gateway_slots: int = Field(
+        1, ge=1, le=64, description="fixed subscription slots (persistent sessions) shared by "
+        "every gateway with this client id; more than 1 needs PLEDGEWATCH_MQTT_SHARED_GROUP"
+    )
+    gateway_lease_poll_s: float = Field(
+        1.0, ge=0.05, le=60, description="how often a gateway checks its slot leases and takes "
+        "over the slots of a gateway that died"
+    )
+    gateway_statement_timeout_s: float = Field(
+        30.0, ge=0, le=3600, description="statement_timeout of the gateway's writer connection "
+        "(0 = none)"
+    )
+    gateway_broker_stats: bool = Field(
+        True, description="export Mosquitto's $SYS/broker/store/messages/count as "
+                          "pledgewatch_broker_store_messages (not with the embedded broker)")
+    gateway_confirm_stored: bool = Field(
+        True, description="publish store confirmations to devices after each commit "
+                          "(pw/v1/<tenant>/<device>/stored, QoS 0)")
+    gateway_lock_timeout_s: float = Field(
+        10.0, ge=0, le=3600, description="lock_timeout of the gateway's writer connection "
+        "(0 = none)"
+    )
     state_dir: Path = Field(
         default_factory=default_state_dir,
         description="where the embedded database, broker and device state live",
@@ -137,6 +173,32 @@ class Settings(BaseSettings):
         None, description="broker URL of the alert publisher (user pledgewatch-notifier); unset = "
         "PLEDGEWATCH_MQTT_URL"
     )
+    webhook_allow: ListSetting = Field(
+        default_factory=list, description="webhook receivers allowed although not public: CIDRs "
+        "or addresses (10.20.0.0/16, 127.0.0.1) and host names (hooks.bank.internal, "
+        "*.bank.internal), comma-separated; everything else must resolve to public addresses"
+    )
+    http_max_body_bytes: int = Field(
+        1_048_576, ge=1024, le=64 * 1_048_576, description="larger request bodies are refused "
+        "with 413 before they are read (the price CSV upload allows its own 2 MiB)"
+    )
+    http_trusted_proxies: ListSetting = Field(
+        default_factory=list, description="reverse proxies (CIDRs) whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed: the client address of log-in throttling, and HSTS"
+    )
+    login_max_failures: int = Field(
+        5, ge=1, le=100, description="failed log-ins on one account before it is locked out"
+    )
+    login_max_failures_per_address: int = Field(
+        20, ge=1, le=10_000, description="failed log-ins from one client address before it is "
+        "locked out"
+    )
+    login_lockout_base_s: float = Field(
+        1.0, gt=0, le=60, description="the first lockout; it doubles with each further failure"
+    )
+    login_lockout_max_s: float = Field(
+        900.0, ge=1, le=3600, description="the longest lockout"
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -164,6 +226,35 @@ class Settings(BaseSettings):
             raise ValueError(f"bad port: {exc}") from None
         return v
 
+    @field_validator("webhook_allow", "http_trusted_proxies", mode="before")
+    @classmethod
+    def _split_list(cls, v: object) -> object:
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    raise ValueError("is not a JSON list; or write a comma-separated list") from None
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return v
+
+    @field_validator("webhook_allow")
+    @classmethod
+    def _check_webhook_allow(cls, v: list[str]) -> list[str]:
+        DestinationPolicy.parse(v)  # ValueError names the bad entry
+        return v
+
+    @field_validator("http_trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not a CIDR or an IP address") from None
+        return v
+
     @field_validator("jwt_secret")
     @classmethod
     def _check_jwt_secret(cls, v: SecretStr | None) -> SecretStr | None:
@@ -179,6 +270,12 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"\d{1,6} (second|minute|hour|day|week|month|year)s?", v.strip()):
             raise ValueError("must look like '1 day' or '12 hours'")
         return v.strip()
+
+    @model_validator(mode="after")
+    def _slots_need_a_group(self) -> Settings:
+        if self.gateway_slots > 1 and self.mqtt_shared_group is None:
+            raise ValueError(SLOTS_NEED_A_GROUP.format(slots=self.gateway_slots))
+        return self
 
     @model_validator(mode="after")
     def _production_needs_real_services(self) -> Settings:

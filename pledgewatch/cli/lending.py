@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from prometheus_client import start_http_server
 
 from lending.domain.model import ReleaseStatus
 from lending.engine import LendingEngine
+from lending.metrics import EngineMetrics
 from lending.operations import (
     acknowledge_alert,
     advance_release,
@@ -32,7 +34,8 @@ from lending.operations import repay as do_repay
 from lending.portfolio_file import PortfolioError, read_portfolio
 from lending.price_file import PriceFileError, read_prices_csv
 from lending.store import latest_snapshots
-from pledgewatch.cli.common import database, fail, now, run, stop_on_signals
+from pledgewatch.cli.common import database, fail, now, run, settings_or_exit, stop_on_signals
+from pledgewatch.serve import bind_problem
 
 portfolio_app = typer.Typer(help="Load borrowers, facilities, lots and sensors.", no_args_is_help=True)
 prices_app = typer.Typer(help="Commodity prices.", no_args_is_help=True)
@@ -227,13 +230,23 @@ def inspection_list(
 
 def engine(
     tick: Annotated[float, typer.Option(min=0.5, max=3600, help="seconds between full passes")] = 15.0,
+    metrics_port: Annotated[int, typer.Option(
+        min=0, max=65535, help="Prometheus port (0 = off)")] = 0,
 ) -> None:
     """Run the lending engine: recompute facilities on new telemetry, portfolio changes and time."""
     with database() as (url, _conn):
         pass  # checks reachability and migrations; the engine opens its own connections
+    metrics = EngineMetrics()
+    if metrics_port:
+        host = settings_or_exit().http_host
+        try:
+            start_http_server(metrics_port, addr=host, registry=metrics.registry)
+        except OSError as exc:
+            raise fail(f"cannot serve metrics: {bind_problem(exc, host, metrics_port)}") from None
+        typer.echo(f"metrics on http://{host}:{metrics_port}/metrics")
     stop = threading.Event()
     stop_on_signals(stop.set)
-    lending = LendingEngine(url, tick_s=tick)
+    lending = LendingEngine(url, tick_s=tick, metrics=metrics)
     typer.echo(f"lending engine: listening (full pass every {tick:g}s)")
     lending.run(stop)
     typer.echo(f"lending engine stopped: {lending.stats.assessed} assessments, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from contextlib import ExitStack
 from typing import Annotated
@@ -14,15 +15,25 @@ from prometheus_client import start_http_server
 from firmware_sim.market import PRICE_SCENARIOS
 from firmware_sim.scenarios import SCENARIOS
 from gateway.consumer import Gateway
+from gateway.lease import MAX_SLOTS
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import parse_mqtt_url
 from gateway.writer_process import WriterGone
 from pledgewatch.cli import accounts, lending
 from pledgewatch.cli.bench import register_bench
-from pledgewatch.cli.common import fail, settings_or_exit, stop_on_signals
+from pledgewatch.cli.common import (
+    check_broker,
+    check_database,
+    clean_failures,
+    fail,
+    one_line,
+    settings_or_exit,
+    stop_on_signals,
+    warn,
+)
 from pledgewatch.demo import DemoOptions, run_demo
 from pledgewatch.http import create_app
-from pledgewatch.notifier_hooks import notifier_hooks
+from pledgewatch.notifier_hooks import notifier_hooks, notifier_target
 from pledgewatch.runtime import (
     gateway_config,
     running_embedded_broker,
@@ -30,9 +41,10 @@ from pledgewatch.runtime import (
     start_services,
     time_series_options,
 )
-from pledgewatch.settings import SettingsError
+from pledgewatch.serve import bind_problem, bind_socket
+from pledgewatch.settings import SLOTS_NEED_A_GROUP, SettingsError
 from pledgewatch.sim import SimError, run_sim
-from schema.migrate import NotMigratedError, apply_all, require_migrated
+from schema.migrate import apply_all, require_migrated
 from schema.timescale import probe
 from telemetry.provisioning import DeviceError, provision
 
@@ -49,44 +61,63 @@ app.add_typer(devices_app, name="devices")
 
 @app.command()
 def migrate() -> None:
-    """Apply pending database migrations (TimescaleDB features when the extension exists)."""
+    """Apply pending database migrations (TimescaleDB features when the extension can be used;
+    plain PostgreSQL, with a warning, when it is not installed, not preloaded or not allowed)."""
     settings = settings_or_exit()
-    with ExitStack() as stack:
-        try:
-            url = start_database(settings, stack)
-            applied = apply_all(url, time_series_options(settings))
-            with psycopg.connect(url) as conn:
-                caps = probe(conn)
-        except psycopg.OperationalError as exc:
-            raise fail(f"cannot reach the database: {str(exc).strip()}") from None
+    with ExitStack() as stack, clean_failures():
+        url = start_database(settings, stack)
+        check_database(url)
+        applied = apply_all(url, time_series_options(settings), on_warning=warn)
+        with psycopg.connect(url) as conn:
+            caps = probe(conn)
     typer.echo(f"applied {len(applied)} migration(s){': ' + ', '.join(applied) if applied else ''}")
     typer.echo(f"storage: {caps.backend}")
+
+
+def parse_slots(text: str) -> int:
+    """``--slots``: a whole number from 1 to 64, or a one-line error (exit 2)."""
+    value = text.strip()
+    if not value.isdigit() or not 1 <= int(value) <= MAX_SLOTS:
+        raise fail(f"--slots must be a whole number from 1 to {MAX_SLOTS} (got {text!r})")
+    return int(value)
 
 
 @app.command()
 def gateway(
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0 = off)")] = None,
+    slots: Annotated[str | None, typer.Option(
+        metavar="N", help="subscription slots shared by every gateway with this client id "
+        f"(1-{MAX_SLOTS}; default PLEDGEWATCH_GATEWAY_SLOTS, 1); more than 1 needs "
+        "PLEDGEWATCH_MQTT_SHARED_GROUP")] = None,
 ) -> None:
-    """Run the MQTT ingestion gateway until SIGINT/SIGTERM."""
+    """Run the MQTT ingestion gateway until SIGINT/SIGTERM. Gateways with the same client id share
+    the slots: each holds its fair share, and takes over the slots of one that dies."""
     settings = settings_or_exit()
     if metrics_port is not None and not 0 <= metrics_port <= 65535:
         raise fail("--metrics-port must be between 0 and 65535")
+    if slots is not None:
+        settings = settings.model_copy(update={"gateway_slots": parse_slots(slots)})
+    if settings.gateway_slots > 1 and settings.mqtt_shared_group is None:
+        raise fail(SLOTS_NEED_A_GROUP.format(slots=settings.gateway_slots))
     with ExitStack() as stack:
-        endpoints = start_services(settings, stack)
-        try:
+        with clean_failures():
+            endpoints = start_services(settings, stack)
             require_migrated(endpoints.database_url)
-        except NotMigratedError as exc:
-            raise fail(str(exc)) from None
-        except psycopg.OperationalError as exc:
-            raise fail(f"cannot reach the database: {str(exc).strip()}") from None
         metrics = GatewayMetrics()
         port = settings.metrics_port if metrics_port is None else metrics_port
         if port:
-            start_http_server(port, addr=settings.http_host, registry=metrics.registry)
+            try:
+                start_http_server(port, addr=settings.http_host, registry=metrics.registry)
+            except OSError as exc:
+                raise fail(f"cannot serve metrics: {bind_problem(exc, settings.http_host, port)}"
+                           ) from None
             typer.echo(f"metrics on http://{settings.http_host}:{port}/metrics")
+        if not endpoints.embedded_broker:
+            check_broker(endpoints.mqtt)
         gw = Gateway(endpoints.database_url, endpoints.mqtt, gateway_config(settings), metrics)
         stop_on_signals(gw.stop)
-        typer.echo(f"gateway {settings.mqtt_client_id}: {endpoints.mqtt.url} -> store")
+        typer.echo(f"gateway {settings.mqtt_client_id}: {endpoints.mqtt.url} -> store "
+                   f"({settings.gateway_slots} slot(s))")
         try:
             gw.run()
         except WriterGone as exc:
@@ -115,7 +146,13 @@ def demo(
     """Run the whole platform (store, broker, gateway, HTTP, simulated fleet) until Ctrl-C."""
     settings = settings_or_exit()
     check_scenario(scenario, prices=True)
-    raise typer.Exit(run_demo(settings, DemoOptions(devices, rate, duration, scenario)))
+    if settings.database_url is not None:
+        check_database(settings.database_url)
+    if settings.mqtt_url is not None:
+        check_broker(parse_mqtt_url(settings.mqtt_url, protocol=settings.mqtt_protocol))
+    with clean_failures():
+        code = run_demo(settings, DemoOptions(devices, rate, duration, scenario))
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -130,38 +167,50 @@ def sim(
     """Publish simulated telemetry over MQTT until Ctrl-C (or --duration)."""
     settings = settings_or_exit()
     check_scenario(scenario)
+    if settings.mqtt_url is not None:
+        check_broker(parse_mqtt_url(settings.mqtt_url, protocol=settings.mqtt_protocol))
     try:
         code = run_sim(settings, devices=devices, rate=rate, duration=duration,
                        scenario=scenario, tenant=tenant, register=register)
     except SimError as exc:
-        raise fail(str(exc)) from None
+        raise fail(one_line(exc)) from None
     raise typer.Exit(code)
 
 
 @app.command()
 def serve() -> None:
     """Run the API, the dashboard, live events and the alert notifier (webhooks + MQTT) until
-    Ctrl-C."""
+    Ctrl-C. The configured port must be free (PLEDGEWATCH_HTTP_PORT=0: any free port)."""
     settings = settings_or_exit()
     with ExitStack() as stack:
-        url = start_database(settings, stack)
-        try:
+        with clean_failures():
+            url = start_database(settings, stack)
+            check_database(url)
             require_migrated(url)
-        except NotMigratedError as exc:
-            raise fail(str(exc)) from None
+            sock = stack.enter_context(bind_socket(settings.http_host, settings.http_port))
         broker = settings.mqtt_url or running_embedded_broker(settings)
         mqtt = None if broker is None else parse_mqtt_url(
             broker, protocol=settings.mqtt_protocol if settings.mqtt_url else "3.1.1")
+        alerts_to = notifier_target(settings, mqtt) if settings.notifier_enabled else None
+        if alerts_to is not None:
+            check_broker(alerts_to)
         on_start, on_stop = notifier_hooks(settings, url, mqtt)
         try:
             app = create_app(url, settings=settings, on_start=on_start, on_stop=on_stop)
         except SettingsError as exc:
             raise fail(str(exc)) from None
-        typer.echo(f"api: http://{settings.http_host}:{settings.http_port}/docs  dashboard: "
-                   f"http://{settings.http_host}:{settings.http_port}/dashboard/"
+        base = f"http://{settings.http_host}:{sock.getsockname()[1]}"
+        typer.echo(f"api: {base}/docs  dashboard: {base}/dashboard/"
                    + ("" if mqtt else "  (no broker: alerts go to webhooks only)"), err=True)
-        uvicorn.run(app, host=settings.http_host, port=settings.http_port,
-                    log_level=settings.log_level.lower(), timeout_graceful_shutdown=2)
+        server = uvicorn.Server(uvicorn.Config(
+            app, host=settings.http_host, port=sock.getsockname()[1],
+            log_level=settings.log_level.lower(), timeout_graceful_shutdown=2))
+        # uvicorn raises the SIGTERM it handled again once it has shut down: a no-op handler
+        # lets this return, so the stack stops what it started (an embedded PostgreSQL).
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
+        server.run(sockets=[sock])
+        if not server.started:
+            raise fail("the HTTP server did not start (its log above says why)")
 
 
 @devices_app.command("add")
@@ -173,15 +222,13 @@ def devices_add(
 ) -> None:
     """Register a device and print its MQTT password once (only a hash is stored)."""
     settings = settings_or_exit()
-    with ExitStack() as stack:
+    with ExitStack() as stack, clean_failures():
         url = start_database(settings, stack)
         try:
             with psycopg.connect(url) as conn:
                 password = provision(conn, device_id, tenant, kind, bound_to)
         except DeviceError as exc:
             raise fail(str(exc)) from None
-        except psycopg.OperationalError as exc:
-            raise fail(f"cannot reach the database: {str(exc).strip()}") from None
     typer.echo(f"device {device_id} (tenant {tenant}) registered")
     typer.echo(f"MQTT username: {device_id}")
     typer.echo(f"MQTT password: {password}   (shown once; add it to the broker's password file)")

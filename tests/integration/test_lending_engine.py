@@ -5,6 +5,7 @@ writer (NOTIFY pw_ingest at commit), portfolio changes (NOTIFY pw_lending), the 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
@@ -119,6 +120,22 @@ def test_a_price_post_wakes_the_engine(db: str, running: LendingEngine) -> None:
         post_prices(conn, [PricePoint("steel", datetime.now(UTC), 2000.0)])
     assert wait_until(lambda: (latest_limit(db) or before) < before * 0.6, timeout=10), (
         before, latest_limit(db))
+
+
+def test_the_engine_exports_its_lag_and_last_full_pass(db: str, running: LendingEngine) -> None:
+    registry = running.metrics.registry
+
+    def value(name: str) -> float:
+        return registry.get_sample_value(name) or 0.0
+
+    started = time.time()
+    assert value("pledgewatch_engine_last_pass_timestamp_seconds") > started - 60  # first pass
+    assessed = value("pledgewatch_engine_assessed_total")
+    store(db, [UNITS * UNIT_KG] * 5)
+    assert wait_until(lambda: value("pledgewatch_engine_assessed_total") > assessed, timeout=10)
+    assert wait_until(lambda: value("pledgewatch_engine_lag_seconds") > 0, timeout=10)
+    assert value("pledgewatch_engine_lag_seconds") < 10
+    assert wait_until(lambda: value("pledgewatch_engine_lag_seconds") == 0, timeout=10)
 
 
 def test_time_passing_alone_makes_a_silent_lot_stale(db: str) -> None:
