@@ -17,15 +17,17 @@ in ``lost_total``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from subprocess import SubprocessError
 from typing import TextIO
@@ -51,13 +53,15 @@ from bench.chaos_rig import (
     progress,
     read_persistence,
 )
+from firmware_sim.device_models import make_device
+from firmware_sim.fleet import FleetStats, run_fleet
 from gateway.mqtt import connected_client, publish_qos1
 from pledgewatch.broker.mosquitto import CONFIG
 from telemetry.contract.topics import telemetry_topic
 
 SCENARIOS = ("gateway_sigkill", "db_outage", "broker_restart_graceful",
              "broker_kill_before_autosave", "broker_kill_after_autosave", "gateway_failover",
-             "table_lock")
+             "table_lock", "broker_kill_devices")
 PUBLISHERS = 2
 DEVICES = 20
 FAILOVER_SLOTS = 2
@@ -110,6 +114,7 @@ class Outcome:
     seconds: float
     in_window: int = 0  # lost, but acknowledged after the broker's last snapshot before a SIGKILL
     window: bool = False  # the scenario kills the broker
+    note: str | None = None  # an extra line printed after the scenario's
 
     def line(self) -> str:
         return (f"{self.scenario} published {self.published} acked {self.acked} stored "
@@ -503,7 +508,110 @@ SCENARIO_STEPS: dict[str, Callable[[ScenarioRun], None]] = {
 }
 
 
+class DeviceFleet:
+    """The scenario's devices as the simulator runs them (firmware_sim: aiomqtt, an outbox per
+    device, store confirmations) in a thread of their own, instead of the acking publishers."""
+
+    def __init__(self, run: ScenarioRun) -> None:
+        self.specs = [replace(make_device(run.tenant, "warehouse", i + 1, 7), device_id=device)
+                      for i, device in enumerate(run.devices)]
+        self.run = run
+        self.stats = FleetStats()
+        self.error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._main, name="chaos-fleet", daemon=True)
+
+    def _main(self) -> None:
+        async def fleet() -> FleetStats:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            target = self.run.broker.target
+            return await run_fleet(
+                self.specs, host=target.host, port=target.port, protocol="5",
+                rate_hz=self.run.options.rate / len(self.specs), duration_s=None,
+                state_dir=self.run.dir / "fleet", stop=self._stop, drain_timeout_s=60.0,
+                on_progress=self._progress, progress_every_s=0.2, outbox_max=1_000_000)
+        try:
+            self.stats = asyncio.run(fleet())
+        except BaseException as exc:  # noqa: BLE001 - reported by the scenario
+            self.error = exc
+
+    def _progress(self, stats: FleetStats) -> None:
+        self.stats = stats
+
+    def start(self) -> DeviceFleet:
+        self._thread.start()
+        return self
+
+    def wait(self, what: str, predicate: Callable[[FleetStats], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate(self.stats):
+            if self.error is not None or time.monotonic() > deadline:
+                raise ScenarioError(f"the devices did not reach {what}: {self.stats.published} "
+                                    f"published, {self.stats.acknowledged} PUBACKed "
+                                    f"({self.error or 'timeout'})")
+            time.sleep(0.05)
+
+    def stop(self) -> FleetStats:
+        """Stop producing; the devices drain their outboxes (until the store confirms)."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(120)
+        if self.error is not None:
+            raise ScenarioError(f"the device fleet failed: {self.error!r}")
+        return self.stats
+
+
+def broker_kill_devices(run: ScenarioRun) -> Outcome:
+    """broker_kill_before_autosave with simulated devices: the gateway stops (SIGTERM) while they
+    publish, the broker queues for its session and is SIGKILLed before its next autosave, then
+    restarts with the gateway. What the broker acknowledged and lost is still in the devices'
+    outboxes (no store confirmation covers it) and is resent after the reconnect: nothing lost."""
+    run.open_session()
+    run.broker.stop()  # graceful: the snapshot holds the gateway's session
+    run.broker.start()
+    run.start_gateway()
+    n = run.n
+    fleet = DeviceFleet(run).start()
+    run.started = time.monotonic()
+    fleet.wait("a first store confirmation", lambda s: s.confirmed >= n // 10, 60 + n / 500)
+    run.stop_gateways()
+    before = fleet.stats.acknowledged
+    fleet.wait(f"{n // 2} more PUBACKs for the offline gateway",
+               lambda s: s.acknowledged >= before + n // 2, 60 + n / 500)
+    queued = fleet.stats.acknowledged - before
+    run.broker.stop(kill=True)
+    progress(f"{run.name}: broker SIGKILLed with about {queued} PUBACKed messages queued for the "
+             f"stopped gateway ({run.broker.persistence.describe()}); restarting both")
+    run.broker.start()
+    run.start_gateway()
+    fleet.wait(f"{n} messages", lambda s: s.published >= n, 60 + n / 500)
+    stats = fleet.stop()
+    wanted = frozenset((d.device_id, seq) for d in stats.devices.values()
+                       for seq in range(d.published))
+    final = run._final_count()
+    deadline = time.monotonic() + run.options.stall_s
+    while not wanted <= final.keys and time.monotonic() < deadline:
+        time.sleep(0.25)
+        final = run._final_count()
+    seconds = time.monotonic() - run.started
+    for problem in run.stop_gateways():
+        progress(f"{run.name}: {problem}")
+    print_line = (f"{run.name} recovered_from_outboxes {stats.resent_unconfirmed} (PUBACKed, "
+                  f"unconfirmed, sent again), confirmed {stats.confirmed}")
+    progress(print_line)
+    stored = len(wanted & final.keys)
+    return Outcome(run.name, stats.published, stats.published - stats.pending, stored,
+                   final.duplicates, len(wanted) - stored, seconds,
+                   note=print_line)
+
+
 def run_scenario(name: str, db: ChaosDatabase, workdir: Path, options: ChaosOptions) -> Outcome:
+    if name == "broker_kill_devices":
+        with ScenarioRun(name, db, workdir, options) as run:
+            progress(f"{name}: {options.messages} messages from {DEVICES} simulated devices "
+                     f"(outboxes, store confirmations), tenant {run.tenant}")
+            return broker_kill_devices(run)
     with ScenarioRun(name, db, workdir, options) as run:
         progress(f"{name}: {options.messages} messages from {PUBLISHERS} publishers "
                  f"({DEVICES} devices), tenant {run.tenant}")
@@ -560,6 +668,8 @@ def run_chaos_bench(options: ChaosOptions, scenarios: Sequence[str], *, database
                 continue
             totals.add(outcome)
             print(outcome.line(), file=out, flush=True)
+            if outcome.note:
+                print(outcome.note, file=out, flush=True)
             if outcome.window:
                 print(f"{name} lost_in_broker_window {outcome.in_window} (documented: acknowledged"
                       f" after the broker's last snapshot before SIGKILL), outside "

@@ -12,6 +12,7 @@ import typer
 import uvicorn
 from prometheus_client import start_http_server
 
+from api.password_policy import WeakPassword, check_password
 from firmware_sim.market import PRICE_SCENARIOS
 from firmware_sim.scenarios import SCENARIOS
 from gateway.consumer import Gateway
@@ -31,6 +32,7 @@ from pledgewatch.cli.common import (
     stop_on_signals,
     warn,
 )
+from pledgewatch.demo import OFFICER as DEMO_OFFICER
 from pledgewatch.demo import DemoOptions, run_demo
 from pledgewatch.http import create_app
 from pledgewatch.notifier_hooks import notifier_hooks, notifier_target
@@ -146,6 +148,11 @@ def demo(
     """Run the whole platform (store, broker, gateway, HTTP, simulated fleet) until Ctrl-C."""
     settings = settings_or_exit()
     check_scenario(scenario, prices=True)
+    if settings.demo_password is not None:
+        try:
+            check_password(settings.demo_password.get_secret_value(), DEMO_OFFICER)
+        except WeakPassword as exc:
+            raise fail(f"PLEDGEWATCH_DEMO_PASSWORD: {exc}") from None
     if settings.database_url is not None:
         check_database(settings.database_url)
     if settings.mqtt_url is not None:

@@ -193,3 +193,19 @@ def test_bad_arguments_are_refused_with_one_message(
     assert says in text, text
     assert "Traceback" not in text
     assert not any(tmp_path.iterdir()), "something was started before the refusal"
+
+
+def test_what_a_killed_broker_lost_comes_back_from_the_devices_outboxes(tmp_path: Path) -> None:
+    """Simulated devices with store confirmations: the broker is SIGKILLed before an autosave
+    with messages queued for the stopped gateway, and still nothing is lost."""
+    run = chaos("--quick", "--scenario", "broker_kill_devices", workdir=tmp_path)
+    assert run.code == 0, "\n".join(run.lines) + run.err[-3000:]
+    figures = scenario_lines(run)["broker_kill_devices"]
+    assert figures["published"] >= 3000
+    assert figures["stored"] == figures["published"] == figures["acked"]
+    assert (figures["lost"], figures["duplicates"]) == (0, 0)
+    queued = re.search(r"broker SIGKILLed with about (\d+) PUBACKed messages queued", run.err)
+    assert queued and int(queued[1]) >= 1500, run.err  # what the broker lost was real
+    recovered = next(line for line in run.lines if " recovered_from_outboxes " in line)
+    assert int(recovered.split()[2]) >= int(queued[1]), recovered
+    assert run.lines[-1] == "lost_total 0"

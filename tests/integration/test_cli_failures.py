@@ -234,3 +234,11 @@ def test_a_state_directory_that_is_a_file_is_one_line(tmp_path: Path,
 )
 def test_one_line_joins_libpq_messages(text: str, expected: str) -> None:
     assert one_line(ValueError(text)) == expected
+
+
+@pytest.mark.parametrize("password", ["aaaaaaaaaaaa", "officer-password", "short"])
+def test_the_demo_refuses_a_weak_officer_password_in_one_line(
+        password: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    proc = invoke(["demo", "--duration", "1"], monkeypatch, tmp_path,
+                  PLEDGEWATCH_DEMO_PASSWORD=password)
+    one_error_line("demo", proc, "error: PLEDGEWATCH_DEMO_PASSWORD: ")
