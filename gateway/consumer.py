@@ -164,6 +164,7 @@ class Slot:
         self.barrier_mid: int | None = None  # graceful disconnect
         self.last_suback_mid: int | None = None
         self.sys_mid: int | None = None
+        self.lease_lost = False  # held while the lease connection was down: take it again
         self.put = 0  # messages it put in the inbox (written by its network thread only)
         self.taken = 0  # ... and the batching thread took out (written by that thread only)
 
@@ -416,6 +417,19 @@ class Gateway:
         leases.check()
         with self._slot_lock:
             for slot in self._slots:
+                if not slot.lease_lost:
+                    continue
+                slot.lease_lost = False
+                if slot.state is SlotState.IDLE or slot.taken_over:
+                    continue
+                if leases.try_acquire(slot.key):
+                    log.info("the lease of slot %d (%s) is back", slot.index, slot.client_id)
+                else:
+                    self._stop_slot(slot, graceful=False)
+                    slot.state = SlotState.IDLE
+                    log.warning("slot %d (%s) is held by a peer now: given up", slot.index,
+                                slot.client_id)
+            for slot in self._slots:
                 if slot.state is SlotState.DRAINED or (
                         slot.taken_over and slot.state is not SlotState.IDLE):
                     self._stop_slot(slot, graceful=True)
@@ -449,16 +463,18 @@ class Gateway:
             self._held_count()
 
     def _lease_lost(self, exc: BaseException) -> None:
-        """No split brain: without the lease connection every slot is disconnected at once (a
-        peer may already hold its lease)."""
+        """The lease connection is gone: the slots keep running (a database outage must not
+        also take the gateway off the broker, whose queues may be shallow) until the lease is
+        back, or a peer takes the lease and connects with the slot's client id, when the broker
+        disconnects this gateway (MQTT allows one connection per client id: no split brain)."""
         with self._slot_lock:
             held = [s for s in self._slots if s.state is not SlotState.IDLE]
             if held:
-                log.error("lost the lease connection (%s): disconnecting slot(s) %s at once",
-                          str(exc).strip()[:200], ", ".join(str(s.index) for s in held))
+                log.error("lost the lease connection (%s): keeping slot(s) %s until the lease is "
+                          "back or a peer takes the session over", str(exc).strip()[:200],
+                          ", ".join(str(s.index) for s in held))
             for slot in held:
-                self._stop_slot(slot, graceful=False)
-                slot.state = SlotState.IDLE
+                slot.lease_lost = True
             self._leases.close()
             self.metrics.lease_losses.inc()
             self._held_count()

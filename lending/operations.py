@@ -194,22 +194,7 @@ def _write_portfolio(conn: psycopg.Connection, portfolio: PortfolioIn, lots: Seq
                 " value_floor = EXCLUDED.value_floor, terms = EXCLUDED.terms",
                 (d.id, d.borrower_id, d.currency, d.line, d.outstanding, d.reserves,
                  d.value_floor, terms_json(d.terms)))
-        for lot in lots:
-            fence = Jsonb([list(p) for p in lot.geofence]) if lot.geofence else None
-            cur.execute(
-                "INSERT INTO lots VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (lot_id) DO UPDATE SET commodity = EXCLUDED.commodity,"
-                " declared_quantity = EXCLUDED.declared_quantity,"
-                " unit_weight_kg = EXCLUDED.unit_weight_kg, site = EXCLUDED.site,"
-                " registration_no = EXCLUDED.registration_no,"
-                " vehicle = EXCLUDED.vehicle, geofence = EXCLUDED.geofence,"
-                " business_hours = EXCLUDED.business_hours",
-                (lot.id, lot.facility_id, lot.commodity, lot.declared_quantity, lot.unit_weight_kg,
-                 lot.registration_no, lot.site, lot.vehicle, fence,
-                 Range(*lot.business_hours, bounds="[)")))
-            cur.execute("DELETE FROM lot_sensors WHERE lot_id = %s", (lot.id,))
-            for device in lot.sensors:
-                cur.execute("INSERT INTO lot_sensors VALUES (%s, %s)", (device, lot.id))
+        _copy_lots(cur, lots)
         for r in portfolio.receivables:
             cur.execute(
                 "INSERT INTO receivables VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
@@ -219,6 +204,50 @@ def _write_portfolio(conn: psycopg.Connection, portfolio: PortfolioIn, lots: Seq
                 (r.id, r.facility, r.debtor, r.amount, r.due, r.related_party, r.disputed, r.paid))
         insert_prices(conn, [p.domain() for p in portfolio.prices])
         notify_lending(conn, None)
+
+
+# A device id the devices table accepts (its CHECK); the same rule as the portfolio's sensor ids.
+_DEVICE_SLUG = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_LOT_UPDATE = ("commodity, declared_quantity, unit_weight_kg, site, registration_no, vehicle,"
+               " geofence, business_hours")
+
+
+def _copy_lots(cur: psycopg.Cursor[tuple[object, ...]], lots: Sequence[Lot]) -> None:
+    """Lots and their sensors in bulk: COPY into temporary tables, then one INSERT ... SELECT ...
+    ON CONFLICT per table (an upsert, as before); linear in the number of lots. Each sensor not
+    registered yet becomes a device of its borrower's tenant, bound to its lot, so the gateway
+    accepts its telemetry (a device already registered is left as it is)."""
+    cur.execute("CREATE TEMP TABLE pw_load_lots (lot_id text, facility_id text, commodity text,"
+                " declared_quantity float8, unit_weight_kg float8, registration_no text,"
+                " site text, vehicle text, geofence jsonb, business_hours int4range)"
+                " ON COMMIT DROP")
+    cur.execute("CREATE TEMP TABLE pw_load_sensors (device_id text, lot_id text) ON COMMIT DROP")
+    columns = ("lot_id, facility_id, commodity, declared_quantity, unit_weight_kg,"
+               " registration_no, site, vehicle, geofence, business_hours")
+    with cur.copy(f"COPY pw_load_lots ({columns}) FROM STDIN") as copy:
+        for lot in lots:
+            fence = Jsonb([list(p) for p in lot.geofence]) if lot.geofence else None
+            copy.write_row((lot.id, lot.facility_id, lot.commodity, lot.declared_quantity,
+                            lot.unit_weight_kg, lot.registration_no, lot.site, lot.vehicle, fence,
+                            Range(*lot.business_hours, bounds="[)")))
+    with cur.copy("COPY pw_load_sensors (device_id, lot_id) FROM STDIN") as copy:
+        for lot in lots:
+            for device in lot.sensors:
+                copy.write_row((device, lot.id))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _LOT_UPDATE.split(", "))
+    cur.execute(f"INSERT INTO lots ({columns}) SELECT {columns} FROM pw_load_lots"
+                f" ON CONFLICT (lot_id) DO UPDATE SET {updates}")
+    cur.execute("DELETE FROM lot_sensors WHERE lot_id IN (SELECT lot_id FROM pw_load_lots)")
+    cur.execute("INSERT INTO lot_sensors (device_id, lot_id)"
+                " SELECT device_id, lot_id FROM pw_load_sensors")
+    cur.execute(
+        "INSERT INTO devices (device_id, tenant, kind, bound_to)"
+        " SELECT s.device_id, b.tenant,"
+        " CASE WHEN l.vehicle IS NOT NULL THEN 'vehicle' ELSE 'warehouse' END, s.lot_id"
+        " FROM pw_load_sensors s JOIN lots l USING (lot_id) JOIN facilities f USING (facility_id)"
+        " JOIN borrowers b USING (borrower_id)"
+        " WHERE b.tenant ~ %s AND s.device_id ~ %s"
+        " ON CONFLICT (device_id) DO NOTHING", (_DEVICE_SLUG, _DEVICE_SLUG))
 
 
 def insert_prices(conn: psycopg.Connection, points: Sequence[PricePoint]) -> int:

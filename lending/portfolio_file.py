@@ -7,8 +7,10 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import yaml
 from pydantic import (
@@ -43,7 +45,15 @@ from lending.price_file import (
 from lending.store import terms_from_json
 
 SLUG = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
-MAX_FILE_BYTES = 20 * 1024 * 1024
+MAX_FILE_BYTES = 20 * 1024 * 1024  # read_portfolio's default (uploads and tests)
+MAX_CLI_CSV_BYTES = 512 * 1024 * 1024  # a lots CSV given to the CLI: streamed, row by row
+MAX_CLI_YAML_BYTES = 64 * 1024 * 1024  # a YAML file given to the CLI: parsed whole (libyaml)
+PROGRESS_EVERY = 1_000  # lots validated between two progress reports
+
+# progress(done, total): lots validated so far, of how many.
+Progress = Callable[[int, int], None]
+# The C parser when PyYAML has libyaml (5x faster on a large book), with the same safe constructor.
+_YamlLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
@@ -183,26 +193,26 @@ class PortfolioIn(_Strict):
     def _unique_ids(self) -> PortfolioIn:
         for name in ("commodities", "borrowers", "facilities", "lots", "receivables"):
             items = getattr(self, name)
-            keys = [getattr(i, "name", None) or i.id for i in items]
-            dupes = sorted({k for k in keys if keys.count(k) > 1})
+            counts = Counter(getattr(i, "name", None) or i.id for i in items)  # O(n)
+            dupes = sorted(k for k, n in counts.items() if n > 1)
             if dupes:
                 raise ValueError(f"{name}: listed twice: {', '.join(dupes)}")
         return self
 
 
-def _format_errors(error: ValidationError) -> str:
-    lines = []
-    for e in error.errors()[:20]:
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        lines.append(f"  {where}: {e['msg']}")
-    more = error.error_count() - 20
-    if more > 0:
-        lines.append(f"  ... and {more} more")
-    return "\n".join(lines)
+def _error_lines(error: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
+    return [f"  {'.'.join(str(p) for p in (*prefix, *e['loc'])) or '(top level)'}: {e['msg']}"
+            for e in error.errors()]
 
 
-def _lots_from_csv(text: str) -> dict[str, Any]:
-    reader = csv.DictReader(io.StringIO(text))
+def _format_errors(lines: list[str], total: int) -> str:
+    more = total - 20
+    return "\n".join(lines[:20] + ([f"  ... and {more} more"] if more > 0 else []))
+
+
+def _lots_from_csv(source: TextIO | Iterable[str]) -> dict[str, Any]:
+    """Lots from CSV text read row by row (a file is streamed, never read whole)."""
+    reader = csv.DictReader(source)
     required = {"id", "facility", "commodity", "declared_quantity", "unit_weight_kg",
                 "registration_no"}
     missing = required - set(reader.fieldnames or ())
@@ -228,29 +238,76 @@ def _lots_from_csv(text: str) -> dict[str, Any]:
     return {"lots": lots}
 
 
-def parse_portfolio(text: str, fmt: str) -> PortfolioIn:
+def parse_portfolio(text: str, fmt: str, progress: Progress | None = None) -> PortfolioIn:
     """A validated portfolio from YAML or lots CSV text; :class:`PortfolioError` otherwise."""
     if fmt == "csv":
-        try:
-            data: Any = _lots_from_csv(text)
-        except csv.Error as exc:
-            raise PortfolioError(f"not a valid lots CSV: {exc}") from None
-    else:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise PortfolioError("not valid YAML: " + " ".join(str(exc).split())) from None
-        except RecursionError:
-            raise PortfolioError("not a portfolio: the YAML is nested too deeply") from None
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise PortfolioError("a portfolio file is a mapping with keys borrowers, facilities, "
-                                 "lots (and optionally commodities, receivables, prices)")
+        return _from_csv(io.StringIO(text), progress)
     try:
-        portfolio = PortfolioIn.model_validate(data)
+        data = yaml.load(text, Loader=_YamlLoader)  # a SafeLoader (C or Python)
+    except yaml.YAMLError as exc:
+        raise PortfolioError("not valid YAML: " + " ".join(str(exc).split())) from None
+    except RecursionError:
+        raise PortfolioError("not a portfolio: the YAML is nested too deeply") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise PortfolioError("a portfolio file is a mapping with keys borrowers, facilities, "
+                             "lots (and optionally commodities, receivables, prices)")
+    return validate_portfolio(data, progress)
+
+
+def _from_csv(source: TextIO, progress: Progress | None) -> PortfolioIn:
+    try:
+        data = _lots_from_csv(source)
+    except csv.Error as exc:
+        raise PortfolioError(f"not a valid lots CSV: {exc}") from None
+    return validate_portfolio(data, progress)
+
+
+def _validated_lots(raw: list[Any], progress: Progress | None,
+                    errors: list[str]) -> tuple[list[LotIn], int]:
+    """Each lot validated on its own (one pass, progress as it goes); errors appended to
+    ``errors`` (the first 20 kept) and their count returned."""
+    lots: list[LotIn] = []
+    failed = 0
+    total = len(raw)
+    for i, item in enumerate(raw):
+        try:
+            lots.append(LotIn.model_validate(item))
+        except ValidationError as exc:
+            failed += exc.error_count()
+            if len(errors) < 20:
+                errors += _error_lines(exc, ("lots", i))
+        if progress is not None and (i + 1) % PROGRESS_EVERY == 0:
+            progress(i + 1, total)
+    if progress is not None:
+        progress(total, total)
+    return lots, failed
+
+
+def validate_portfolio(data: dict[str, Any], progress: Progress | None = None) -> PortfolioIn:
+    """The portfolio in ``data`` (parsed YAML or CSV rows), validated in time linear in its size:
+    lots one by one (``progress`` told every :data:`PROGRESS_EVERY`), ids counted once, then the
+    domain's own checks; :class:`PortfolioError` naming each entry and field otherwise."""
+    errors: list[str] = []
+    failed = 0
+    raw_lots = data.get("lots")
+    lots: list[LotIn] | None = None
+    if isinstance(raw_lots, list):
+        lots, failed = _validated_lots(raw_lots, progress, errors)
+    try:
+        rest = PortfolioIn.model_validate({**data, "lots": []} if lots is not None else data)
     except ValidationError as exc:
-        raise PortfolioError("invalid portfolio:\n" + _format_errors(exc)) from None
+        failed += exc.error_count()
+        errors[:0] = _error_lines(exc)
+    if failed:
+        raise PortfolioError("invalid portfolio:\n" + _format_errors(errors, failed))
+    try:  # the lots (already validated instances) with the rest: the duplicate-id check runs
+        portfolio = rest if lots is None else PortfolioIn.model_validate(
+            {**{name: getattr(rest, name) for name in PortfolioIn.model_fields}, "lots": lots})
+    except ValidationError as exc:
+        raise PortfolioError("invalid portfolio:\n" + _format_errors(
+            _error_lines(exc), exc.error_count())) from None
     # The domain's own checks (ratios, ranges, geofences), each error named by its entry.
     for group in ("commodities", "facilities", "lots"):
         for i, item in enumerate(getattr(portfolio, group)):
@@ -262,17 +319,25 @@ def parse_portfolio(text: str, fmt: str) -> PortfolioIn:
     return portfolio
 
 
-def read_portfolio(path: Path) -> PortfolioIn:
+def read_portfolio(path: Path, max_bytes: int = MAX_FILE_BYTES,
+                   progress: Progress | None = None) -> PortfolioIn:
+    """A portfolio file: a lots CSV is streamed row by row, YAML parsed whole; a file larger than
+    ``max_bytes`` is refused before it is read."""
     if not path.is_file():
         raise PortfolioError(f"{path}: no such file")
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise PortfolioError(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB")
+    if path.stat().st_size > max_bytes:
+        raise PortfolioError(f"{path}: larger than {max_bytes // 2**20} MiB")
+    csv_file = path.suffix.lower() == ".csv"
     try:
+        if csv_file:
+            with path.open(encoding="utf-8", newline="") as handle:
+                return _from_csv(handle, progress)
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise PortfolioError(f"{path}: not UTF-8 text") from None
-    fmt = "csv" if path.suffix.lower() == ".csv" else "yaml"
+    except PortfolioError as exc:
+        raise PortfolioError(f"{path}: {exc}") from None
     try:
-        return parse_portfolio(text, fmt)
+        return parse_portfolio(text, "yaml", progress)
     except PortfolioError as exc:
         raise PortfolioError(f"{path}: {exc}") from None

@@ -8,9 +8,11 @@ does one thing, and prints what it did; errors are one line on stderr with exit 
 from __future__ import annotations
 
 import json
+import sys
 import threading
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from prometheus_client import start_http_server
@@ -31,7 +33,12 @@ from lending.operations import (
     resolve_alert,
 )
 from lending.operations import repay as do_repay
-from lending.portfolio_file import PortfolioError, read_portfolio
+from lending.portfolio_file import (
+    MAX_CLI_CSV_BYTES,
+    MAX_CLI_YAML_BYTES,
+    PortfolioError,
+    read_portfolio,
+)
 from lending.price_file import PriceFileError, read_prices_csv
 from lending.store import latest_snapshots
 from pledgewatch.cli.common import database, fail, now, run, settings_or_exit, stop_on_signals
@@ -47,15 +54,35 @@ inspection_app = typer.Typer(help="Field inspections: physical counts that outra
                              no_args_is_help=True)
 
 
+PROGRESS_ABOVE = 10_000  # lots: a larger file shows a progress bar on stderr
+
+
 @portfolio_app.command("load")
 def portfolio_load(
     path: Annotated[Path, typer.Argument(help="portfolio YAML (everything) or CSV (lots only)")],
 ) -> None:
-    """Insert or update a portfolio; a duplicate pledge refuses the whole file and alerts."""
-    try:
-        portfolio = read_portfolio(path)
-    except PortfolioError as exc:
-        raise fail(str(exc)) from None
+    """Insert or update a portfolio; a duplicate pledge refuses the whole file and alerts.
+    Sensors not registered yet become devices of their borrower's tenant. A lots CSV may be up to
+    512 MiB (read row by row), a YAML file up to 64 MiB; more than 10,000 lots show progress."""
+    cap = MAX_CLI_CSV_BYTES if path.suffix.lower() == ".csv" else MAX_CLI_YAML_BYTES
+    with ExitStack() as bars:
+        shown: list[Any] = []  # the click progress bar, once there is one
+
+        def progress(done: int, total: int) -> None:
+            if total <= PROGRESS_ABOVE:
+                return
+            if not shown:
+                shown.append(bars.enter_context(typer.progressbar(
+                    length=total, label="validating lots", file=sys.stderr)))
+            bar = shown[0]
+            bar.update(done - bar.pos)
+
+        try:
+            portfolio = read_portfolio(path, cap, progress)
+        except PortfolioError as exc:
+            raise fail(str(exc)) from None
+    if len(portfolio.lots) > PROGRESS_ABOVE:
+        typer.echo(f"writing {len(portfolio.lots):,} lot(s)...", err=True)
     result = run(lambda conn: load_portfolio(conn, portfolio, now()))
     typer.echo(f"loaded {result.borrowers} borrower(s), {result.facilities} facilit(y/ies), "
                f"{result.lots} lot(s), {result.commodities} commodit(y/ies), "

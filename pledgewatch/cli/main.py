@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Annotated
 
 import psycopg
@@ -48,7 +50,15 @@ from pledgewatch.settings import SLOTS_NEED_A_GROUP, SettingsError
 from pledgewatch.sim import SimError, run_sim
 from schema.migrate import apply_all, require_migrated
 from schema.timescale import probe
-from telemetry.provisioning import DeviceError, provision
+from telemetry.provisioning import (
+    DeviceError,
+    create_secret_file,
+    existing_devices,
+    issue_credentials,
+    provision,
+    provision_many,
+    read_devices_csv,
+)
 
 app = typer.Typer(
     help="PledgeWatch: IoT collateral monitoring. Unset PLEDGEWATCH_DATABASE_URL / "
@@ -222,12 +232,32 @@ def serve() -> None:
 
 @devices_app.command("add")
 def devices_add(
-    device_id: Annotated[str, typer.Argument(help="device id (slug), also its MQTT username")],
-    tenant: Annotated[str, typer.Option(help="tenant slug the device belongs to")],
+    device_id: Annotated[str | None, typer.Argument(
+        help="device id (slug), also its MQTT username")] = None,
+    tenant: Annotated[str | None, typer.Option(help="tenant slug the device belongs to")] = None,
     kind: Annotated[str, typer.Option(help="warehouse, line, vehicle, ...")] = "warehouse",
     bound_to: Annotated[str | None, typer.Option(help="lot, site or vehicle it watches")] = None,
+    file: Annotated[Path | None, typer.Option(
+        "--file", help="CSV of devices (device_id,tenant,kind): all registered at once")] = None,
+    credentials_out: Annotated[Path | None, typer.Option(
+        help="with --file: a new file (0600) for device_id,username,password")] = None,
+    passwd_out: Annotated[Path | None, typer.Option(
+        help="with --file: a new file (0600) of Mosquitto password-file lines")] = None,
 ) -> None:
-    """Register a device and print its MQTT password once (only a hash is stored)."""
+    """Register a device and print its MQTT password once (only a hash is stored); or, with
+    --file, a whole fleet, its passwords written once to --credentials-out."""
+    if file is not None:
+        if device_id is not None or tenant is not None or bound_to is not None:
+            raise fail("--file takes the devices from the file: no DEVICE_ID, --tenant or "
+                       "--bound-to")
+        if credentials_out is None:
+            raise fail("--file needs --credentials-out PATH (where the passwords are written once)")
+        _devices_add_file(file, credentials_out, passwd_out)
+        return
+    if device_id is None or tenant is None:
+        raise fail("give DEVICE_ID and --tenant, or --file devices.csv")
+    if credentials_out is not None or passwd_out is not None:
+        raise fail("--credentials-out and --passwd-out go with --file")
     settings = settings_or_exit()
     with ExitStack() as stack, clean_failures():
         url = start_database(settings, stack)
@@ -239,6 +269,52 @@ def devices_add(
     typer.echo(f"device {device_id} (tenant {tenant}) registered")
     typer.echo(f"MQTT username: {device_id}")
     typer.echo(f"MQTT password: {password}   (shown once; add it to the broker's password file)")
+
+
+def _devices_add_file(file: Path, credentials_out: Path, passwd_out: Path | None) -> None:
+    """Validate the file, refuse ids already registered, hash across the cores, write the
+    secret files (new, 0600), then register every device in one transaction; if that fails the
+    secret files are removed again: nothing is written."""
+    outputs = [credentials_out] + ([passwd_out] if passwd_out else [])
+    if passwd_out is not None and passwd_out.absolute() == credentials_out.absolute():
+        raise fail("--passwd-out and --credentials-out must be different files")
+    for out in outputs:
+        if out.exists() or out.is_symlink():
+            raise fail(f"{out} exists; refusing to overwrite it")
+    settings = settings_or_exit()
+    written: list[Path] = []
+    try:
+        devices = read_devices_csv(file)
+        with ExitStack() as stack, clean_failures():
+            url = start_database(settings, stack)
+            with psycopg.connect(url) as conn:
+                taken = existing_devices(conn, devices)
+                if taken:
+                    more = " and more" if len(taken) > 10 else ""
+                    raise DeviceError(f"already registered (with credentials, or another tenant):"
+                                      f" {', '.join(taken[:10])}{more}; nothing was registered")
+                started = time.perf_counter()
+                credentials = issue_credentials([d.device_id for d in devices])
+                hashed = time.perf_counter() - started
+                create_secret_file(credentials_out, ["device_id,username,password"] + [
+                    f"{c.device_id},{c.device_id},{c.password}" for c in credentials])
+                written.append(credentials_out)
+                if passwd_out is not None:
+                    create_secret_file(passwd_out, [c.broker_line for c in credentials])
+                    written.append(passwd_out)
+                count = provision_many(conn, devices, credentials)
+        written.clear()
+    except DeviceError as exc:
+        raise fail(str(exc)) from None
+    finally:
+        for path in written:  # not registered: these passwords must not be used
+            path.unlink(missing_ok=True)
+    typer.echo(f"{count} device(s) registered; hashing took {hashed:.1f}s "
+               f"({hashed / count * 1000:.1f} ms a device)")
+    typer.echo(f"MQTT credentials written once to {credentials_out} (0600); only hashes are stored")
+    if passwd_out is not None:
+        typer.echo(f"Mosquitto password-file lines in {passwd_out}: append them to the broker's "
+                   "password file and reload it (SIGHUP)")
 
 
 register_bench(app)

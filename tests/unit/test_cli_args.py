@@ -113,14 +113,22 @@ def bad(*args: str, says: tuple[str, ...]) -> object:
         bad("demo", "--duration", "0", says=("Invalid value for '--duration'",)),
         bad("sim", "--devices", "0", says=("Invalid value for '--devices'",)),
         bad("gateway", "--metrics-port", "abc", says=("Invalid value for '--metrics-port'",)),
-        bad("devices", "add", "wh-1", says=("Missing option '--tenant'",)),
-        bad("devices", "add", "--tenant", "acme", says=("Missing argument",)),
         bad("nosuch-command", says=("No such command 'nosuch-command'",)),
     ],
 )
 def test_bad_arguments_are_usage_errors(args: list[str], fragments: list[str]) -> None:
     text = assert_refused(run(*args), *fragments)
     assert "Usage:" in text
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["wh-1"], "DEVICE_ID and --tenant, or --file"),
+    (["--tenant", "acme"], "DEVICE_ID and --tenant, or --file"),
+    ([], "DEVICE_ID and --tenant, or --file"),
+    (["wh-1", "--tenant", "acme", "--file", "devices.csv"], "no DEVICE_ID, --tenant or --bound-to"),
+])
+def test_devices_add_needs_one_device_or_a_file(args: list[str], says: str) -> None:
+    assert_refused(run("devices", "add", *args), says)
 
 
 @pytest.mark.parametrize("command", ["demo", "sim"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -301,8 +302,13 @@ AGREEMENT: list[tuple[str, str, str, str]] = [
 
 
 def _by_api(time: str, commodity: str, price: str, currency: str) -> PricePoint | None:
+    """A JSON body: the price goes as a JSON number (the API refuses numbers in strings), so
+    text that is a decimal number becomes one; anything else cannot be sent as a price."""
+    if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", price, re.ASCII):
+        return None
+    number = float(price)
     try:
-        p = PriceCreate.model_validate({"time": time, "commodity": commodity, "price": price,
+        p = PriceCreate.model_validate({"time": time, "commodity": commodity, "price": number,
                                         "currency": currency})
     except ValidationError:
         return None
