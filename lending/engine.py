@@ -9,17 +9,7 @@ and engines can share one database:
   receivables, sales): the facility ids named, or ``*`` for all;
 - ``pw_prices`` — sent with posted prices (the earliest time per commodity), so the engine's
   price cache re-reads a back-filled history;
-- the passing of time: a deadline queue. After each facility's assessment the engine computes
-  its next deadline (:func:`next_deadline`: a sensor going stale or losing trust, an open alert's
-  cure deadline, a door or release window closing, a receivable ageing out, a sales day closing)
-  and keeps a heap of (deadline, facility); every ``tick_s`` seconds it recomputes only the
-  facilities whose deadline is due. A slow safety full pass (every ``full_pass_s`` seconds,
-  default 4 min) recomputes the whole book so nothing can be forgotten.
-
-Each round takes every notification pending (not one per loop) and unions their ids into one
-recompute; a due tick adds the due facilities to that targeted work, never widening it to all.
-Senders split long id lists over several notifications (each under PostgreSQL's 8000-byte
-payload limit); ``*`` means that everything really changed (a portfolio load).
+- the passing of time (staleness, cure deadlines): every facility each ``tick_s`` seconds.
 
 A facility is recomputed under a transaction-level advisory lock, so two engines never write
 the same facility's snapshot at once; the alerts' unique index keeps one open alert per key.
@@ -27,21 +17,19 @@ the same facility's snapshot at once; the alerts' unique index keeps one open al
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import psycopg
 
-from lending.domain.assess import Assessment, FacilityInputs, assess
+from lending.domain.assess import Assessment, assess
 from lending.domain.quantity import TrustPolicy
 from lending.domain.rules import RulePolicy
-from lending.domain.sales import last_closed_day
 from lending.metrics import EngineMetrics
 from lending.store import (
     LENDING_CHANNEL,
@@ -59,10 +47,6 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 CHUNK = 500  # facilities loaded and written per transaction
-STALE_STEP = timedelta(seconds=60)  # while a lot's trust decays with staleness: recompute this often
-DOOR_WINDOW = timedelta(hours=2)  # lending.store.load_inputs' door window (an opening counts this long)
-SLACK = timedelta(seconds=1)  # a deadline is visited just after it, where the rules' ">" holds
-FULL_PASS_S = 240.0  # the safety full pass: within the PledgewatchEngineStuck alert (300 s)
 
 
 def utcnow() -> datetime:
@@ -79,107 +63,16 @@ class EngineStats:
     last_cycle_s: float = 0.0
 
 
-def _local_midnight_utc(day: date, utc_offset_hours: float) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC) - timedelta(hours=utc_offset_hours)
-
-
-def next_deadline(inputs: FacilityInputs, assessment: Assessment, now: datetime,
-                  policy: RulePolicy, trust: TrustPolicy) -> datetime | None:
-    """When time alone, with no new data, may next change this facility's assessment (None:
-    never): the earliest future one of its lots going stale (``stale_after``; then every
-    ``STALE_STEP`` while trust decays, until ``worthless_after``), a door or release window
-    closing, an open or just-raised alert's cure deadline, a receivable ageing past the
-    eligible days, the next sales day closing. Pure: values in, a value out."""
-    candidates: list[datetime] = []
-    for lot in inputs.lots:
-        verified = assessment.verified.get(lot.id)
-        if verified is None or verified.stale_s is None:
-            continue
-        newest = now - timedelta(seconds=verified.stale_s)
-        candidates += [newest + trust.stale_after, newest + trust.worthless_after,
-                       newest + DOOR_WINDOW, newest + policy.release_match_window]
-        if trust.stale_after < now - newest < trust.worthless_after:
-            candidates.append(now + STALE_STEP)
-    alerts = list(inputs.latest_alerts.values()) + [e.alert for e in assessment.alert_events]
-    candidates += [a.cure_deadline for a in alerts if a.active and a.cure_deadline is not None]
-    days = timedelta(days=inputs.facility.terms.receivable_max_days_past_due)
-    candidates += [r.due + days for r in inputs.receivables if not r.paid]
-    if inputs.sales:
-        closed = last_closed_day(now, policy.utc_offset_hours, policy.sales_close_grace)
-        candidates.append(_local_midnight_utc(closed + timedelta(days=2), policy.utc_offset_hours)
-                          + policy.sales_close_grace + policy.sales_settle)
-    due = [c for c in candidates if c >= now]
-    return min(due) + SLACK if due else None
-
-
-@dataclass
-class Notices:
-    """What the notifications pending at one moment asked for, unioned."""
-
-    devices: set[str] = field(default_factory=set)
-    facilities: set[str] = field(default_factory=set)
-    everything: bool = False
-    count: int = 0
-    first_at: float | None = None  # time.monotonic() of the first one
-
-
-class DeadlineQueue:
-    """(deadline, facility) in a heap; a facility's newer deadline supersedes its older entry
-    (lazy deletion), so scheduling is O(log n) and popping what is due touches only that."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[datetime, str]] = []
-        self._due: dict[str, datetime] = {}
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._due)
-
-    def schedule(self, facility_id: str, deadline: datetime | None) -> None:
-        with self._lock:
-            if deadline is None:
-                self._due.pop(facility_id, None)
-                return
-            self._due[facility_id] = deadline
-            heapq.heappush(self._heap, (deadline, facility_id))
-            if len(self._heap) > 2 * len(self._due) + 1024:  # drop superseded entries
-                self._heap = [(d, f) for f, d in self._due.items()]
-                heapq.heapify(self._heap)
-
-    def pop_due(self, now: datetime) -> set[str]:
-        """The facilities whose deadline is at or before ``now`` (taken off the queue)."""
-        due: set[str] = set()
-        with self._lock:
-            while self._heap and self._heap[0][0] <= now:
-                deadline, fid = heapq.heappop(self._heap)
-                if self._due.get(fid) == deadline:
-                    del self._due[fid]
-                    due.add(fid)
-        return due
-
-    def next(self) -> datetime | None:
-        with self._lock:
-            while self._heap and self._due.get(self._heap[0][1]) != self._heap[0][0]:
-                heapq.heappop(self._heap)
-            return self._heap[0][0] if self._heap else None
-
-
 class LendingEngine:
     """Recomputes facilities; :meth:`run` follows the notifications until stopped."""
 
     def __init__(self, database_url: str, *, policy: RulePolicy | None = None,
                  trust: TrustPolicy | None = None, tick_s: float = 15.0,
-                 clock: Clock = utcnow, metrics: EngineMetrics | None = None,
-                 full_pass_s: float = FULL_PASS_S) -> None:
-        if not (tick_s > 0 and full_pass_s > 0):
-            raise ValueError(f"tick_s and full_pass_s must be positive, got {tick_s!r} and "
-                             f"{full_pass_s!r}")
+                 clock: Clock = utcnow, metrics: EngineMetrics | None = None) -> None:
         self.database_url = database_url
         self.policy = policy or RulePolicy()
         self.trust = trust or TrustPolicy()
         self.tick_s = tick_s
-        self.full_pass_s = full_pass_s
-        self.deadlines = DeadlineQueue()
         self.clock = clock
         self.cache = SeriesCache()
         self.prices = PriceCache()
@@ -236,8 +129,7 @@ class LendingEngine:
             loaded = load_inputs(conn, ids, now, self.cache, self.prices, policy=self.policy)
             for fid in ids:
                 inputs = loaded.inputs.get(fid)
-                if inputs is None:  # gone from the book
-                    self.deadlines.schedule(fid, None)
+                if inputs is None:
                     continue
                 try:
                     assessment = assess(inputs, now, self.policy, self.trust)
@@ -247,8 +139,6 @@ class LendingEngine:
                     self.metrics.failed.inc()
                     continue
                 raised = persist(conn, assessment)
-                self.deadlines.schedule(fid, next_deadline(inputs, assessment, now, self.policy,
-                                                           self.trust))
                 if assessment.limit_changed is not None:
                     self.stats.snapshots += 1
                 self.stats.alerts_raised += len(raised)
@@ -277,51 +167,34 @@ class LendingEngine:
                 delay = min(delay * 2, 5.0)
         self.close()
 
-    def take_notices(self, listener: psycopg.Connection, timeout: float) -> Notices:
-        """Wait up to ``timeout`` s for a notification, then take every one pending, unioned
-        (price notices rewind the price cache as they come)."""
-        notices = Notices()
-        wait = timeout
-        while True:
-            taken = 0
-            for note in listener.notifies(timeout=wait, stop_after=None if wait == 0 else 1):
-                taken += 1
-                notices.count += 1
-                notices.first_at = notices.first_at or time.monotonic()
+    def _follow(self, listener: psycopg.Connection, stop: threading.Event) -> None:
+        next_tick = time.monotonic() + self.tick_s
+        while not stop.is_set():
+            wait = max(0.0, min(next_tick - time.monotonic(), 0.5))
+            devices: set[str] = set()
+            facilities: set[str] = set()
+            everything = False
+            noticed: float | None = None
+            for note in listener.notifies(timeout=wait, stop_after=1):
+                noticed = noticed or time.monotonic()
                 if note.channel == INGEST_CHANNEL:
-                    notices.devices.update(filter(None, note.payload.split(",")))
+                    devices.update(filter(None, note.payload.split(",")))
                 elif note.channel == PRICES_CHANNEL:
                     self._rewind_prices(note.payload)
                 elif note.payload == "*":
-                    notices.everything = True
+                    everything = True
                 else:
-                    notices.facilities.update(filter(None, note.payload.split(",")))
-            if not taken:
-                return notices
-            wait = 0.0  # something came: drain what else is pending, without waiting
-
-    def _follow(self, listener: psycopg.Connection, stop: threading.Event) -> None:
-        next_tick = time.monotonic() + self.tick_s
-        next_full = time.monotonic() + self.full_pass_s
-        while not stop.is_set():
-            wait = max(0.0, min(next_tick - time.monotonic(), 0.5))
-            notices = self.take_notices(listener, wait)
-            everything = notices.everything
-            facilities = notices.facilities
-            if time.monotonic() >= next_full:  # the safety pass
+                    facilities.update(filter(None, note.payload.split(",")))
+            if time.monotonic() >= next_tick:
                 everything = True
-                next_full = time.monotonic() + self.full_pass_s
-            if time.monotonic() >= next_tick:  # only what is due, beside the targeted work
                 next_tick = time.monotonic() + self.tick_s
-                if not everything:
-                    facilities |= self.deadlines.pop_due(self.clock())
             if everything:
                 self.recompute(None)
-            elif notices.devices or facilities:
-                self.recompute(facilities, notices.devices)
+            elif devices or facilities:
+                self.recompute(facilities, devices)
             # notice -> its assessment done; 0 once an idle wait passed with nothing to do
-            self.metrics.lag.set(0 if notices.first_at is None
-                                 else time.monotonic() - notices.first_at)
+            self.metrics.lag.set(0 if noticed is None else time.monotonic() - noticed)
+
 
     def _rewind_prices(self, payload: str) -> None:
         try:
