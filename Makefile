@@ -85,6 +85,7 @@ bench: install
 	$(BIN)/pledgewatch bench api --repeat 3
 	$(BIN)/pledgewatch bench detection
 	$(BIN)/pledgewatch bench chaos
+	$(BIN)/pledgewatch bench engine --facilities 1000 --lots-per-facility 5
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache \

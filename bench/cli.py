@@ -15,10 +15,12 @@ from bench.chaos import SCENARIOS as CHAOS_SCENARIOS
 from bench.chaos import ChaosOptions, run_chaos_bench
 from bench.detection import run_detection_bench
 from bench.detection_scenarios import SCENARIOS
+from bench.engine import run_engine_bench
 from bench.ingest import run_ingest_bench
 from bench.revalue import run
 from pledgewatch.broker.mosquitto import mosquitto_binary
 from pledgewatch.cli.common import fail, settings_or_exit
+from pledgewatch.runtime import time_series_options
 
 bench_app = typer.Typer(help="Benchmarks: print figures, the baseline and the ratio.",
                         no_args_is_help=True)
@@ -149,3 +151,29 @@ def bench_chaos(
     chosen = list(dict.fromkeys(scenario)) if scenario else list(CHAOS_SCENARIOS)
     raise typer.Exit(run_chaos_bench(options, chosen, workdir=workdir,
                                      database_url=database_url or settings.database_url))
+
+
+@bench_app.command("engine")
+def bench_engine(
+    facilities: Annotated[int, typer.Option(min=1, max=1_000_000, help="facilities")] = 1000,
+    lots_per_facility: Annotated[int, typer.Option(min=1, max=50, help="lots per facility")] = 5,
+    telemetry_rate: Annotated[float, typer.Option(
+        min=10, max=100_000, help="readings/s offered across the fleet")] = 10_000.0,
+    telemetry_seconds: Annotated[float, typer.Option(
+        min=0.1, max=600, help="seconds of paced readings")] = 5.0,
+    database_url: Annotated[str | None, typer.Option(
+        help="create the bench's database on this server instead of a private embedded cluster"
+        )] = None,
+    workdir: Annotated[Path | None, typer.Option(help="scratch dir (default: a temp dir)")] = None,
+    engines: Annotated[int, typer.Option(
+        min=1, max=16, help="engine processes splitting the book, compared with one")] = 2,
+) -> None:
+    """The lending engine at scale: load, full pass, price tick, telemetry p99, rss, a full pass
+    by 1 and --engines engines splitting the book, ratio."""
+    if database_url is not None and not re.match(r"postgres(ql)?://", database_url):
+        raise fail("--database-url must start with postgresql://")
+    settings = settings_or_exit()
+    raise typer.Exit(run_engine_bench(
+        facilities=facilities, lots_per_facility=lots_per_facility, rate=telemetry_rate,
+        seconds=telemetry_seconds, database_url=database_url,
+        options=time_series_options(settings), workdir=workdir, engines=engines))

@@ -40,14 +40,7 @@ import psycopg
 
 from gateway.confirm import Outgoing
 from gateway.ingest import Committed, IngestConfig, RawMessage
-from gateway.lease import (
-    MAX_SLOTS,
-    LeaseConnection,
-    fair_share,
-    member_key,
-    slot_client_id,
-    slot_key,
-)
+from gateway.lease import MAX_SLOTS, member_key, slot_client_id, slot_key
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import MqttTarget, connect_kwargs, new_client
 from gateway.writer_process import (
@@ -57,6 +50,7 @@ from gateway.writer_process import (
     ProcessWriter,
     Retrying,
 )
+from schema.leases import LeaseConnection, fair_share
 from telemetry.contract.payload import Limits
 from telemetry.contract.topics import subscription_filters
 

@@ -9,7 +9,22 @@ and engines can share one database:
   receivables, sales): the facility ids named, or ``*`` for all;
 - ``pw_prices`` — sent with posted prices (the earliest time per commodity), so the engine's
   price cache re-reads a back-filled history;
-- the passing of time (staleness, cure deadlines): every facility each ``tick_s`` seconds.
+- the passing of time: a deadline queue. After each facility's assessment the engine computes
+  its next deadline (:func:`next_deadline`: a sensor going stale or losing trust, an open alert's
+  cure deadline, a door or release window closing, a receivable ageing out, a sales day closing)
+  and keeps a heap of (deadline, facility); every ``tick_s`` seconds it recomputes only the
+  facilities whose deadline is due. A slow safety full pass (every ``full_pass_s`` seconds,
+  default 4 min) recomputes the whole book so nothing can be forgotten.
+
+Each round takes every notification pending (not one per loop; for at most ``DRAIN_S`` under a
+steady stream) and unions their ids into one
+recompute; a due tick adds the due facilities to that targeted work, never widening it to all.
+Senders split long id lists over several notifications (each under PostgreSQL's 8000-byte
+payload limit); ``*`` means that everything really changed (a portfolio load).
+
+Several engines split the book when started with the same shard count (:mod:`lending.shards`):
+each assesses only the facilities of the shards it holds by lease, polls its leases every
+``lease_poll_s`` and assesses at once the facilities of a shard it takes over.
 
 A facility is recomputed under a transaction-level advisory lock, so two engines never write
 the same facility's snapshot at once; the alerts' unique index keeps one open alert per key.
@@ -17,20 +32,23 @@ the same facility's snapshot at once; the alerts' unique index keeps one open al
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 
-from lending.domain.assess import Assessment, assess
+from lending.domain.assess import Assessment, FacilityInputs, assess
 from lending.domain.quantity import TrustPolicy
 from lending.domain.rules import RulePolicy
+from lending.domain.sales import last_closed_day
 from lending.metrics import EngineMetrics
+from lending.shards import ShardLeases, shard_of
 from lending.store import (
     LENDING_CHANNEL,
     PRICES_CHANNEL,
@@ -47,6 +65,11 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 CHUNK = 500  # facilities loaded and written per transaction
+STALE_STEP = timedelta(seconds=60)  # while a lot's trust decays with staleness: recompute this often
+DOOR_WINDOW = timedelta(hours=2)  # lending.store.load_inputs' door window (an opening counts this long)
+SLACK = timedelta(seconds=1)  # a deadline is visited just after it, where the rules' ">" holds
+DRAIN_S = 0.1  # how long a round keeps taking pending notifications before it does the work
+FULL_PASS_S = 240.0  # the safety full pass: within the PledgewatchEngineStuck alert (300 s)
 
 
 def utcnow() -> datetime:
@@ -63,22 +86,132 @@ class EngineStats:
     last_cycle_s: float = 0.0
 
 
+def _local_midnight_utc(day: date, utc_offset_hours: float) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC) - timedelta(hours=utc_offset_hours)
+
+
+def next_deadline(inputs: FacilityInputs, assessment: Assessment, now: datetime,
+                  policy: RulePolicy, trust: TrustPolicy) -> datetime | None:
+    """When time alone, with no new data, may next change this facility's assessment (None:
+    never): the earliest future one of its lots going stale (``stale_after``; then every
+    ``STALE_STEP`` while trust decays, until ``worthless_after``), a door or release window
+    closing, an open or just-raised alert's cure deadline, a receivable ageing past the
+    eligible days, the next sales day closing. Pure: values in, a value out."""
+    candidates: list[datetime] = []
+    for lot in inputs.lots:
+        verified = assessment.verified.get(lot.id)
+        if verified is None or verified.stale_s is None:
+            continue
+        newest = now - timedelta(seconds=verified.stale_s)
+        candidates += [newest + trust.stale_after, newest + trust.worthless_after,
+                       newest + DOOR_WINDOW, newest + policy.release_match_window]
+        if trust.stale_after < now - newest < trust.worthless_after:
+            candidates.append(now + STALE_STEP)
+    alerts = list(inputs.latest_alerts.values()) + [e.alert for e in assessment.alert_events]
+    candidates += [a.cure_deadline for a in alerts if a.active and a.cure_deadline is not None]
+    days = timedelta(days=inputs.facility.terms.receivable_max_days_past_due)
+    candidates += [r.due + days for r in inputs.receivables if not r.paid]
+    if inputs.sales:
+        closed = last_closed_day(now, policy.utc_offset_hours, policy.sales_close_grace)
+        candidates.append(_local_midnight_utc(closed + timedelta(days=2), policy.utc_offset_hours)
+                          + policy.sales_close_grace + policy.sales_settle)
+    due = [c for c in candidates if c >= now]
+    return min(due) + SLACK if due else None
+
+
+@dataclass
+class Notices:
+    """What the notifications pending at one moment asked for, unioned."""
+
+    devices: set[str] = field(default_factory=set)
+    facilities: set[str] = field(default_factory=set)
+    everything: bool = False
+    count: int = 0
+    first_at: float | None = None  # time.monotonic() of the first one
+
+
+class DeadlineQueue:
+    """(deadline, facility) in a heap; a facility's newer deadline supersedes its older entry
+    (lazy deletion), so scheduling is O(log n) and popping what is due touches only that."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[datetime, str]] = []
+        self._due: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def schedule(self, facility_id: str, deadline: datetime | None) -> None:
+        with self._lock:
+            if deadline is None:
+                self._due.pop(facility_id, None)
+                return
+            self._due[facility_id] = deadline
+            heapq.heappush(self._heap, (deadline, facility_id))
+            if len(self._heap) > 2 * len(self._due) + 1024:  # drop superseded entries
+                self._heap = [(d, f) for f, d in self._due.items()]
+                heapq.heapify(self._heap)
+
+    def pop_due(self, now: datetime) -> set[str]:
+        """The facilities whose deadline is at or before ``now`` (taken off the queue)."""
+        due: set[str] = set()
+        with self._lock:
+            while self._heap and self._heap[0][0] <= now:
+                deadline, fid = heapq.heappop(self._heap)
+                if self._due.get(fid) == deadline:
+                    del self._due[fid]
+                    due.add(fid)
+        return due
+
+    def next(self) -> datetime | None:
+        with self._lock:
+            while self._heap and self._due.get(self._heap[0][1]) != self._heap[0][0]:
+                heapq.heappop(self._heap)
+            return self._heap[0][0] if self._heap else None
+
+
 class LendingEngine:
     """Recomputes facilities; :meth:`run` follows the notifications until stopped."""
 
     def __init__(self, database_url: str, *, policy: RulePolicy | None = None,
                  trust: TrustPolicy | None = None, tick_s: float = 15.0,
-                 clock: Clock = utcnow, metrics: EngineMetrics | None = None) -> None:
+                 clock: Clock = utcnow, metrics: EngineMetrics | None = None,
+                 full_pass_s: float = FULL_PASS_S, shards: int = 1,
+                 lease_poll_s: float = 1.0) -> None:
+        if not (tick_s > 0 and full_pass_s > 0 and lease_poll_s > 0):
+            raise ValueError(f"tick_s, full_pass_s and lease_poll_s must be positive, got "
+                             f"{tick_s!r}, {full_pass_s!r} and {lease_poll_s!r}")
         self.database_url = database_url
         self.policy = policy or RulePolicy()
         self.trust = trust or TrustPolicy()
         self.tick_s = tick_s
+        self.full_pass_s = full_pass_s
+        self.deadlines = DeadlineQueue()
         self.clock = clock
         self.cache = SeriesCache()
         self.prices = PriceCache()
         self.stats = EngineStats()
         self.metrics = metrics or EngineMetrics()
         self._conn: psycopg.Connection | None = None
+        # several engines split the book by shard leases (lending.shards); one shard: no leases
+        self.leases = ShardLeases(database_url, shards) if shards > 1 else None
+        self.lease_poll_s = lease_poll_s
+
+    def owns(self, facility_id: str) -> bool:
+        """Whether this engine assesses the facility (always, with one shard)."""
+        return self.leases is None or self.leases.owns(facility_id)
+
+    def rebalance(self) -> None:
+        """Poll the shard leases; assess at once the facilities of any shard newly held (a dead
+        or new peer's share changed hands)."""
+        if self.leases is None:
+            return
+        gained = self.leases.poll()
+        self.metrics.shards.set(len(self.leases.held))
+        if gained:
+            log.info("lending engine: now holds shards %s", sorted(self.leases.held))
+            self.recompute(None, shards=gained)
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -86,13 +219,17 @@ class LendingEngine:
         return self._conn
 
     def close(self) -> None:
+        if self.leases is not None:
+            self.leases.close()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
     def recompute(self, facility_ids: Iterable[str] | None = None,
-                  devices: Iterable[str] = ()) -> list[Assessment]:
-        """Assess the facilities named (and those watching ``devices``); None means all."""
+                  devices: Iterable[str] = (), *,
+                  shards: set[int] | None = None) -> list[Assessment]:
+        """Assess the facilities named (and those watching ``devices``); None means all — of the
+        shards this engine holds (of ``shards`` only, when given)."""
         started = time.perf_counter()
         conn = self._connection()
         results: list[Assessment] = []
@@ -105,6 +242,9 @@ class LendingEngine:
                     device_list = sorted(set(devices))
                     if device_list:
                         ids |= facilities_for_devices(conn, device_list)
+            if self.leases is not None:
+                wanted = self.leases.held if shards is None else shards & self.leases.held
+                ids = {fid for fid in ids if shard_of(fid, self.leases.shards) in wanted}
             ordered = sorted(ids)
             for start in range(0, len(ordered), CHUNK):
                 results.extend(self._recompute_chunk(conn, ordered[start:start + CHUNK]))
@@ -115,7 +255,7 @@ class LendingEngine:
         self.stats.assessed += len(results)
         self.stats.last_cycle_s = time.perf_counter() - started
         self.metrics.assessed.inc(len(results))
-        if facility_ids is None:
+        if facility_ids is None and shards is None:
             self.metrics.last_pass.set(time.time())
             self.metrics.pass_seconds.set(self.stats.last_cycle_s)
         return results
@@ -129,7 +269,8 @@ class LendingEngine:
             loaded = load_inputs(conn, ids, now, self.cache, self.prices, policy=self.policy)
             for fid in ids:
                 inputs = loaded.inputs.get(fid)
-                if inputs is None:
+                if inputs is None:  # gone from the book
+                    self.deadlines.schedule(fid, None)
                     continue
                 try:
                     assessment = assess(inputs, now, self.policy, self.trust)
@@ -139,6 +280,8 @@ class LendingEngine:
                     self.metrics.failed.inc()
                     continue
                 raised = persist(conn, assessment)
+                self.deadlines.schedule(fid, next_deadline(inputs, assessment, now, self.policy,
+                                                           self.trust))
                 if assessment.limit_changed is not None:
                     self.stats.snapshots += 1
                 self.stats.alerts_raised += len(raised)
@@ -154,6 +297,8 @@ class LendingEngine:
                     listener.execute(f"LISTEN {INGEST_CHANNEL}")
                     listener.execute(f"LISTEN {LENDING_CHANNEL}")
                     listener.execute(f"LISTEN {PRICES_CHANNEL}")
+                    if self.leases is not None:
+                        self.leases.poll()  # this engine's share before its first pass
                     self.recompute(None)
                     if ready is not None:
                         ready.set()
@@ -167,34 +312,62 @@ class LendingEngine:
                 delay = min(delay * 2, 5.0)
         self.close()
 
-    def _follow(self, listener: psycopg.Connection, stop: threading.Event) -> None:
-        next_tick = time.monotonic() + self.tick_s
-        while not stop.is_set():
-            wait = max(0.0, min(next_tick - time.monotonic(), 0.5))
-            devices: set[str] = set()
-            facilities: set[str] = set()
-            everything = False
-            noticed: float | None = None
-            for note in listener.notifies(timeout=wait, stop_after=1):
-                noticed = noticed or time.monotonic()
+    def take_notices(self, listener: psycopg.Connection, timeout: float) -> Notices:
+        """Wait up to ``timeout`` s for a notification, then take every one pending, unioned
+        (price notices rewind the price cache as they come)."""
+        notices = Notices()
+        wait = timeout
+        drain_until: float | None = None
+        while True:
+            taken = 0
+            for note in listener.notifies(timeout=wait, stop_after=None if wait == 0 else 1):
+                taken += 1
+                notices.count += 1
+                notices.first_at = notices.first_at or time.monotonic()
                 if note.channel == INGEST_CHANNEL:
-                    devices.update(filter(None, note.payload.split(",")))
+                    notices.devices.update(filter(None, note.payload.split(",")))
                 elif note.channel == PRICES_CHANNEL:
                     self._rewind_prices(note.payload)
                 elif note.payload == "*":
-                    everything = True
+                    notices.everything = True
                 else:
-                    facilities.update(filter(None, note.payload.split(",")))
-            if time.monotonic() >= next_tick:
+                    notices.facilities.update(filter(None, note.payload.split(",")))
+            if not taken:
+                return notices
+            # something came: drain what else is pending, without waiting, but for at most
+            # DRAIN_S — under a steady stream something is always pending, and draining until
+            # nothing is would never get to the work (the earlier hang)
+            drain_until = drain_until or time.monotonic() + DRAIN_S
+            if time.monotonic() >= drain_until:
+                return notices
+            wait = 0.0
+
+    def _follow(self, listener: psycopg.Connection, stop: threading.Event) -> None:
+        next_tick = time.monotonic() + self.tick_s
+        next_full = time.monotonic() + self.full_pass_s
+        next_poll = time.monotonic() + self.lease_poll_s
+        while not stop.is_set():
+            if time.monotonic() >= next_poll:
+                self.rebalance()
+                next_poll = time.monotonic() + self.lease_poll_s
+            wait = max(0.0, min(next_tick - time.monotonic(), next_poll - time.monotonic(), 0.5))
+            notices = self.take_notices(listener, wait)
+            everything = notices.everything
+            facilities = notices.facilities
+            if time.monotonic() >= next_full:  # the safety pass
                 everything = True
+                next_full = time.monotonic() + self.full_pass_s
+            if time.monotonic() >= next_tick:  # only what is due, beside the targeted work
                 next_tick = time.monotonic() + self.tick_s
+                if not everything:
+                    facilities |= self.deadlines.pop_due(self.clock())
             if everything:
                 self.recompute(None)
-            elif devices or facilities:
-                self.recompute(facilities, devices)
+            elif notices.devices or facilities:
+                self.recompute(facilities, notices.devices)
             # notice -> its assessment done; 0 once an idle wait passed with nothing to do
-            self.metrics.lag.set(0 if noticed is None else time.monotonic() - noticed)
-
+            self.metrics.lag.set(0 if notices.first_at is None
+                                 else time.monotonic() - notices.first_at)
 
     def _rewind_prices(self, payload: str) -> None:
         try:

@@ -20,5 +20,8 @@ class EngineMetrics:
                                   "how long the last full pass took", registry=r)
         self.assessed = Counter("pledgewatch_engine_assessed", "facility assessments",
                                 registry=r)
+        self.shards = Gauge("pledgewatch_engine_shards_held",
+                            "shards of the book this engine holds (0 with one shard: no leases)",
+                            registry=r)
         self.failed = Counter("pledgewatch_engine_failed",
                               "facilities whose assessment raised (skipped)", registry=r)

@@ -44,6 +44,7 @@ from lending.domain.observation import observe
 from lending.domain.quantity import History, Refusal
 from lending.domain.rules import RulePolicy
 from lending.domain.sales import Sale
+from telemetry.writer import notify_payloads
 
 LENDING_CHANNEL = "pw_lending"  # payload: facility ids (comma-separated) or "*" for all
 ALERTS_CHANNEL = "pw_alerts"  # payload: JSON {"id", "facility_id", "type", "status"}
@@ -679,9 +680,13 @@ def notify_prices(conn: psycopg.Connection, points: Sequence[PricePoint]) -> Non
 
 
 def notify_lending(conn: psycopg.Connection, facility_ids: Iterable[str] | None) -> None:
-    """Ask the engines to recompute these facilities (None: all of them)."""
-    payload = "*" if facility_ids is None else ",".join(sorted(set(facility_ids)))
-    if len(payload) > NOTIFY_MAX:
-        payload = "*"
-    if payload:
-        conn.execute("SELECT pg_notify(%s, %s)", (LENDING_CHANNEL, payload))
+    """Ask the engines to recompute these facilities (None: all of them). A long list is split
+    over several notifications, each under PostgreSQL's 8000-byte payload limit, all delivered
+    at commit; ``*`` is sent only for None (everything changed)."""
+    if facility_ids is None:
+        conn.execute("SELECT pg_notify(%s, '*')", (LENDING_CHANNEL,))
+        return
+    for payload in notify_payloads(filter(None, facility_ids), NOTIFY_MAX):
+        # one id longer than a payload cannot be named: everything, rather than nothing
+        named = payload if len(payload.encode()) <= NOTIFY_MAX else "*"
+        conn.execute("SELECT pg_notify(%s, %s)", (LENDING_CHANNEL, named))

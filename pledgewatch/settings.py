@@ -80,6 +80,15 @@ class Settings(BaseSettings):
         1.0, ge=0.05, le=60, description="how often a gateway checks its slot leases and takes "
         "over the slots of a gateway that died"
     )
+    engine_shards: int = Field(
+        1, ge=1, le=1024, description="shards of the book that lending engines split by leases "
+        "in PostgreSQL (every engine of one database must use the same number; 1 = no leases, "
+        "each engine assesses everything)"
+    )
+    engine_lease_poll_s: float = Field(
+        1.0, ge=0.05, le=60, description="how often an engine checks its shard leases and takes "
+        "over the shards of an engine that died"
+    )
     gateway_statement_timeout_s: float = Field(
         30.0, ge=0, le=3600, description="statement_timeout of the gateway's writer connection "
         "(0 = none)"

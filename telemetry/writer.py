@@ -91,17 +91,19 @@ INGEST_CHANNEL = "pw_ingest"  # NOTIFY on commit: comma-separated ids of devices
 NOTIFY_MAX_BYTES = 7000  # PostgreSQL caps a payload at 8000 bytes
 
 
-def notify_payloads(device_ids: Iterable[str]) -> list[str]:
-    """Comma-separated device ids in payloads that each fit one NOTIFY."""
+def notify_payloads(device_ids: Iterable[str], max_bytes: int = NOTIFY_MAX_BYTES) -> list[str]:
+    """Comma-separated ids in payloads that each fit one NOTIFY (``max_bytes`` of UTF-8; an id
+    longer than that alone gets a payload of its own)."""
     payloads: list[str] = []
     current: list[str] = []
     size = 0
     for device in sorted(set(device_ids)):
-        if current and size + len(device) + 1 > NOTIFY_MAX_BYTES:
+        length = len(device.encode()) + 1
+        if current and size + length > max_bytes:
             payloads.append(",".join(current))
             current, size = [], 0
         current.append(device)
-        size += len(device) + 1
+        size += length
     if current:
         payloads.append(",".join(current))
     return payloads

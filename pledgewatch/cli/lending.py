@@ -256,11 +256,17 @@ def inspection_list(
 
 
 def engine(
-    tick: Annotated[float, typer.Option(min=0.5, max=3600, help="seconds between full passes")] = 15.0,
+    tick: Annotated[float, typer.Option(
+        min=0.5, max=3600, help="seconds between visits of the deadline queue (facilities whose "
+        "staleness, cure or window deadline is due)")] = 15.0,
     metrics_port: Annotated[int, typer.Option(
         min=0, max=65535, help="Prometheus port (0 = off)")] = 0,
+    shards: Annotated[int | None, typer.Option(
+        min=1, max=1024, help="shards of the book split between the engines of this database by "
+        "leases (default PLEDGEWATCH_ENGINE_SHARDS, 1: no split)")] = None,
 ) -> None:
-    """Run the lending engine: recompute facilities on new telemetry, portfolio changes and time."""
+    """Run the lending engine: recompute facilities on new telemetry, portfolio changes and time.
+    Run several with the same --shards to split the book; a dead one's share is taken over."""
     with database() as (url, _conn):
         pass  # checks reachability and migrations; the engine opens its own connections
     metrics = EngineMetrics()
@@ -273,8 +279,12 @@ def engine(
         typer.echo(f"metrics on http://{host}:{metrics_port}/metrics")
     stop = threading.Event()
     stop_on_signals(stop.set)
-    lending = LendingEngine(url, tick_s=tick, metrics=metrics)
-    typer.echo(f"lending engine: listening (full pass every {tick:g}s)")
+    settings = settings_or_exit()
+    shards = shards or settings.engine_shards
+    lending = LendingEngine(url, tick_s=tick, metrics=metrics, shards=shards,
+                            lease_poll_s=settings.engine_lease_poll_s)
+    split = f", {shards} shards shared by leases" if shards > 1 else ""
+    typer.echo(f"lending engine: listening (deadlines every {tick:g}s{split})")
     lending.run(stop)
     typer.echo(f"lending engine stopped: {lending.stats.assessed} assessments, "
                f"{lending.stats.snapshots} snapshots, {lending.stats.alerts_raised} alerts")

@@ -24,11 +24,12 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway.consumer import Gateway, GatewayConfig
-from gateway.lease import fair_share, lock_ids, member_key, slot_client_id, slot_key
+from gateway.lease import member_key, slot_client_id, slot_key
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import parse_mqtt_url
 from pledgewatch.broker.mosquitto import Mosquitto, mosquitto_binary
 from pledgewatch.cli.main import app
+from schema.leases import fair_share, lock_ids
 from tests.support import (
     BrokerUnderTest,
     PgServer,
