@@ -385,9 +385,10 @@ class PriceCache:
         if commodity in self.newest:
             self.newest[commodity] = min(self.newest[commodity], since - timedelta(microseconds=1))
 
-    def history(self, commodity: str) -> list[PricePoint]:
+    def history(self, commodity: str) -> tuple[PricePoint, ...]:
+        """Daily closes, oldest first: a tuple, so the valuation can remember its volatility."""
         days = self.closes.get(commodity, {})
-        return [days[d] for d in sorted(days)]
+        return tuple(days[d] for d in sorted(days))
 
 
 

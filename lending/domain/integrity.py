@@ -42,6 +42,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import ArrayLike, NDArray
 
 from lending.domain.alerts import AlertType, Finding, Severity, Signal
+from lending.domain.levels import MEDIAN, quantile
 from lending.domain.model import Lot
 from lending.domain.quantity import Fix, History, LotObservation, Verified
 
@@ -113,7 +114,8 @@ def clock_offset(arrivals: Sequence[tuple[datetime, datetime]], now: datetime,
     """Seconds a device's clock is behind (positive) or ahead (negative) of the receive times, from
     its arrivals (device time, receive time) of the last ``clock_skew_window``; None without
     enough evidence."""
-    recent = [(t, r) for t, r in arrivals if timedelta(0) <= now - r <= policy.clock_skew_window]
+    since = now - policy.clock_skew_window  # received within the window, and not after now
+    recent = [(t, r) for t, r in arrivals if since <= r <= now]
     if len(recent) < max(1, policy.clock_skew_min_readings):
         return None
     received = [r for _, r in recent]
@@ -263,7 +265,7 @@ def replayed_steps(times_s: ArrayLike, values: ArrayLike,
         steps = np.diff(v)  # step i ends at t[i + 1]
         moving = np.abs(steps[steps != 0])
         if moving.size:  # real goods movements are large steps: match on the noise between them
-            clip = policy.replay_step_clip * float(np.median(moving))
+            clip = policy.replay_step_clip * quantile(moving, MEDIAN)
             steps = np.clip(steps, -clip, clip)
         # the window: replay_samples steps, or as many as hold replay_min_moves moves
         moves = np.flatnonzero(steps[::-1][:policy.replay_max_samples])

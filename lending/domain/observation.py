@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 from lending.domain.model import Lot
 from lending.domain.quantity import Fix, History, LotObservation, Refusal
@@ -61,13 +61,34 @@ class HistorySource(Protocol):
     def history(self, device: str, metric: str, /) -> History | None: ...
 
 
+_SUPPORTS: dict[tuple[type, type], bool] = {}
+
+
+def _supports(source: object, protocol: Any) -> bool:
+    """``isinstance(source, protocol)`` for a runtime-checkable protocol, answered once per class
+    (the protocol check walks every member on each call: a tenth of an assessment's time)."""
+    key = (type(source), protocol)
+    known = _SUPPORTS.get(key)
+    if known is None:
+        known = _SUPPORTS[key] = isinstance(source, protocol)
+    return known
+
+
+def _has_history(source: SeriesSource) -> TypeGuard[HistorySource]:
+    return _supports(source, HistorySource)
+
+
+def _has_arrivals(source: SeriesSource) -> TypeGuard[ArrivalSource]:
+    return _supports(source, ArrivalSource)
+
+
 def _history(source: SeriesSource, device: str, metric: str) -> History | None:
-    return source.history(device, metric) if isinstance(source, HistorySource) else None
+    return source.history(device, metric) if _has_history(source) else None
 
 
 def _received(source: SeriesSource, device: str, metric: str, series: Series) -> tuple[datetime, ...]:
     """Receive times aligned with ``series``; empty when the source does not know them."""
-    if not isinstance(source, ArrivalSource):
+    if not _has_arrivals(source):
         return ()
     received = tuple(source.received(device, metric))
     return received if len(received) == len(series) else ()
@@ -126,7 +147,7 @@ def observe(lot: Lot, source: SeriesSource, status: Mapping[str, DeviceStatus],
             if values and (metric not in latest or values[-1][0] > latest[metric][0]):
                 latest[metric] = values[-1]
                 latest_device[metric] = device
-        if isinstance(source, ArrivalSource):
+        if _has_arrivals(source):
             arrivals[device] = tuple(source.arrivals(device))
             lat = source.get(device, "lat")
             lat_received = _received(source, device, "lat", lat)

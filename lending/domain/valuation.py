@@ -29,7 +29,27 @@ def daily_closes(prices: Sequence[PricePoint]) -> list[PricePoint]:
     return [closes[day] for day in sorted(closes)]
 
 
+_VOLATILITY: dict[int, tuple[tuple[PricePoint, ...], tuple[float, int]]] = {}
+_VOLATILITY_KEPT = 64
+
+
 def daily_volatility(prices: Sequence[PricePoint]) -> tuple[float, int]:
+    """:func:`volatility_of`, remembered for a tuple of prices (immutable; the engine hands the
+    same tuple to every lot of a commodity in a chunk, so it is computed once, not per lot). The
+    memo holds the tuple itself, so its id cannot be reused while remembered."""
+    if not isinstance(prices, tuple):
+        return volatility_of(prices)
+    hit = _VOLATILITY.get(id(prices))
+    if hit is not None and hit[0] is prices:
+        return hit[1]
+    result = volatility_of(prices)
+    if len(_VOLATILITY) >= _VOLATILITY_KEPT:
+        _VOLATILITY.clear()
+    _VOLATILITY[id(prices)] = (prices, result)
+    return result
+
+
+def volatility_of(prices: Sequence[PricePoint]) -> tuple[float, int]:
     """Root mean square of the log returns between daily closes, each scaled to one day by the
     square root of the days between them, and the number of returns used.
 
