@@ -99,7 +99,8 @@ def _small_quantile(values: Floats, q: float, method: str) -> float | None:
     if values.size > SMALL or method not in (LINEAR, HIGHER):
         return None
     ordered: list[float] = sorted(values.tolist())
-    if any(x != x for x in ordered):  # NaN: numpy's rules
+    total = sum(ordered)
+    if total != total:  # a NaN (or +inf beside -inf): numpy's rules
         return None
     index = q * (len(ordered) - 1)
     below = math.floor(index)
