@@ -24,17 +24,15 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, ExitStack, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import psycopg
-from psycopg import sql
 
 from bench.detection_scenarios import (
     HOUR,
@@ -50,6 +48,7 @@ from bench.detection_scenarios import (
     anchor,
     build,
 )
+from bench.scratch import scratch_database
 from gateway.ingest import DeviceRegistry, RawMessage, decode_batch
 from lending.domain.model import PricePoint, ReleaseStatus
 from lending.engine import LendingEngine
@@ -62,7 +61,6 @@ from lending.operations import (
     request_release,
 )
 from lending.portfolio_file import PortfolioIn
-from pledgewatch.embedded import EmbeddedPostgres
 from pledgewatch.runtime import time_series_options
 from pledgewatch.settings import Settings
 from schema.migrate import apply_all
@@ -417,29 +415,10 @@ def run_detection(database_url: str, *, seed: int, quick: bool, scenarios: Itera
     return report
 
 
-@contextmanager
-def fresh_database(settings: Settings, workdir: Path) -> Iterator[str]:
+def fresh_database(settings: Settings, workdir: Path) -> AbstractContextManager[str]:
     """A new, empty database, dropped afterwards: on the configured server, or on an embedded
-    PostgreSQL whose data lives in ``workdir`` (a reused workdir still gets a fresh database)."""
-    pg: EmbeddedPostgres | None = None
-    if settings.database_url:
-        server = settings.database_url
-    else:
-        pg = EmbeddedPostgres(workdir / "postgres").start()
-        server = pg.url
-    name = f"pw_detection_{time.time_ns()}"
-    try:
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            yield urlunsplit(urlsplit(server)._replace(path="/" + name))
-        finally:
-            with psycopg.connect(server, autocommit=True) as admin:
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(name)))
-    finally:
-        if pg is not None:
-            pg.release()
+    PostgreSQL whose data lives in ``workdir``."""
+    return scratch_database(settings.database_url, workdir, "pw_detection")
 
 
 def run_detection_bench(settings: Settings, *, seed: int, quick: bool, scenarios: Sequence[str],

@@ -30,25 +30,23 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import psycopg
-from psycopg import sql
 
+from bench.scratch import scratch_database
 from bench.stats import median, percentile
 from lending.domain.assess import Assessment
 from lending.domain.model import PricePoint
 from lending.domain.revaluation import PortfolioArrays, revalue
 from lending.engine import LendingEngine, start_engine_thread
 from lending.operations import post_prices
-from pledgewatch.embedded import EmbeddedPostgres
 from schema.migrate import apply_all
 from schema.timescale import TimeSeriesOptions
 from telemetry.contract.payload import Accepted, Reading
@@ -440,31 +438,6 @@ def run_engine(url: str, *, facilities: int, lots_per_facility: int, rate: float
             "telemetry_p99_ms": p99, "bound_ms": bound_ms, "ratio": ratio}
 
 
-@contextmanager
-def scratch_database(database_url: str | None, workdir: Path) -> Iterator[str]:
-    """A new database, dropped afterwards: on ``database_url``'s server, or on a private embedded
-    PostgreSQL in ``workdir``."""
-    pg: EmbeddedPostgres | None = None
-    if database_url:
-        server = database_url
-    else:
-        pg = EmbeddedPostgres(workdir / "postgres").start()
-        server = pg.url
-    name = f"pw_bench_engine_{time.time_ns()}"
-    try:
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            yield urlunsplit(urlsplit(server)._replace(path="/" + name))
-        finally:
-            with psycopg.connect(server, autocommit=True) as admin:
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(name)))
-    finally:
-        if pg is not None:
-            pg.release()
-
-
 def run_engine_bench(*, facilities: int, lots_per_facility: int, rate: float, seconds: float,
                      database_url: str | None, options: TimeSeriesOptions | None,
                      workdir: Path | None, seed: int = 0, engines: int = 2,
@@ -473,7 +446,7 @@ def run_engine_bench(*, facilities: int, lots_per_facility: int, rate: float, se
     with ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pw-bench-")))
-        url = stack.enter_context(scratch_database(database_url, workdir))
+        url = stack.enter_context(scratch_database(database_url, workdir, "pw_bench_engine"))
         apply_all(url, options)
         run_engine(url, facilities=facilities, lots_per_facility=lots_per_facility, rate=rate,
                    seconds=seconds, seed=seed, engines=engines, out=out)

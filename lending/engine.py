@@ -68,7 +68,7 @@ CHUNK = 500  # facilities loaded and written per transaction
 STALE_STEP = timedelta(seconds=60)  # while a lot's trust decays with staleness: recompute this often
 DOOR_WINDOW = timedelta(hours=2)  # lending.store.load_inputs' door window (an opening counts this long)
 SLACK = timedelta(seconds=1)  # a deadline is visited just after it, where the rules' ">" holds
-DRAIN_S = 0.1  # how long a round keeps taking pending notifications before it does the work
+DRAIN_S = 1.0  # how long a round keeps taking pending notifications before it does the work
 FULL_PASS_S = 240.0  # the safety full pass: within the PledgewatchEngineStuck alert (300 s)
 
 
