@@ -43,6 +43,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from lending.domain.alerts import AlertType, Finding, Severity, Signal
 from lending.domain.levels import MEDIAN, quantile
+from lending.domain.memo import LastCall
 from lending.domain.model import Lot
 from lending.domain.quantity import Fix, History, LotObservation, Verified
 
@@ -125,7 +126,19 @@ def clock_offset(arrivals: Sequence[tuple[datetime, datetime]], now: datetime,
     return min(lags, key=abs)
 
 
+_OFFSETS: LastCall[dict[str, float]] = LastCall()  # asked twice in a row per lot
+
+
 def clock_offsets(obs: LotObservation, policy: IntegrityPolicy) -> dict[str, float]:
+    """Each device's clock offset (:func:`clock_offset`) where there is evidence; answered again
+    without work when asked twice in a row (:mod:`lending.domain.memo`)."""
+    known = _OFFSETS.get(obs, policy)
+    if known is not None:
+        return known
+    return _OFFSETS.put(compute_clock_offsets(obs, policy), obs, policy)
+
+
+def compute_clock_offsets(obs: LotObservation, policy: IntegrityPolicy) -> dict[str, float]:
     out = {}
     for device, arrivals in obs.arrivals.items():
         offset = clock_offset(arrivals, obs.now, policy)

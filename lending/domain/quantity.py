@@ -27,6 +27,7 @@ from lending.domain.levels import (
     series,
     window_start,
 )
+from lending.domain.memo import LastCall
 from lending.domain.model import Commodity, Lot
 
 
@@ -208,7 +209,20 @@ def weight_level(weight: Series, policy: TrustPolicy, end: int | None = None, st
                     min_samples=policy.level_min_samples, start=start)
 
 
+_CHANNELS: LastCall[Channels] = LastCall()  # verification, then the goods ledger, ask in a row
+
+
 def channels(lot: Lot, obs: LotObservation, policy: TrustPolicy | None = None) -> Channels:
+    """:func:`compute_channels`, answered again without work when asked twice in a row with the
+    same lot, observation and policy (:mod:`lending.domain.memo`)."""
+    policy = policy or TrustPolicy()
+    known = _CHANNELS.get(lot, obs, policy)
+    if known is not None:
+        return known
+    return _CHANNELS.put(compute_channels(lot, obs, policy), lot, obs, policy)
+
+
+def compute_channels(lot: Lot, obs: LotObservation, policy: TrustPolicy | None = None) -> Channels:
     """The lot's weight and count channels and their robust levels (see :mod:`levels`).
 
     A weight below ``load_cell_floor_share`` of the expected weight while the RFID count still
