@@ -61,8 +61,12 @@ def test_a_message_the_store_refused_is_resent_until_it_is_stored_once(stack: St
                                                                       tmp_path: Path) -> None:
     specs = make_fleet(2, tenant=stack.tenant, seed=12)
     with running_gateway(stack, stack.gateway_config(registry_refresh_s=0.2)):
-        stats = _run(stack, specs, tmp_path, seconds=2.5, confirm_timeout_s=1.0,
-                     register_after_s=0.8)
+        # Until a device's first confirmation, an unconfirmed message is released after the
+        # timeout (a gateway that never confirms must not cause endless resends), so the
+        # timeout must outlast registration plus the registry refresh with room for a loaded
+        # machine: with 1 s against 0.8 s + 0.2 s, the first messages were sometimes released.
+        stats = _run(stack, specs, tmp_path, seconds=2.5, confirm_timeout_s=3.0,
+                     register_after_s=0.5)
     with stack.connect() as conn:
         refused = conn.execute("SELECT count(*) FROM dead_letters WHERE reason = 'unknown_device'"
                                " AND topic LIKE %s", (f"%/{stack.tenant}/%",)).fetchone()
