@@ -10,8 +10,8 @@ real :class:`lending.engine.LendingEngine`:
 - ``price_tick`` — a price posted for one commodity (``post_prices``, NOTIFY) to the last of its
   facilities' assessments committed by a running engine (snapshots stored), and how many;
 - ``telemetry_p99`` — readings stored by the gateway's writer at a paced rate across the fleet;
-  each reading's commit to the commit of its facility's next assessment (which stores a snapshot
-  when the limit moved);
+  each reading's write (timed as its transaction starts) to the commit of its facility's next
+  assessment (which stores a snapshot when the limit moved);
 - ``rss_mb`` — this process's peak resident set (engine and bench; the database not included);
 - ``engines <n> full_pass <s> s`` — a cold full pass of the book by ``n`` engine processes that
   split it by shard leases (:mod:`lending.shards`), for n = 1 and ``--engines``: the wall time
@@ -262,8 +262,12 @@ def _paced_writer(url: str, devices: list[str], rate: float, seconds: float, see
                 value = UNITS * UNIT_KG + float(rng.normal(0.0, 2.0)) if weight else UNITS
                 accepted.append(Accepted(device, TENANT, 1, seq[device], now, now, (
                     Reading("weight_kg" if weight else "rfid_count", value),)))
+            # timed as the transaction starts: listeners get the NOTIFY at commit, which can be
+            # before write_batch returns, and an assessment begun in between would not count
+            # (the bench waited forever); latencies include the write itself (milliseconds)
+            began = time.monotonic()
             write_batch(conn, Batch(accepted=accepted))
-            commits.append((time.monotonic(), [devices[i] for i in picks]))
+            commits.append((began, [devices[i] for i in picks]))
             tick += BATCH_EVERY_S
             pause = tick - time.monotonic()
             if pause > 0:

@@ -313,6 +313,9 @@ def test_killed_connection_sends_the_will_and_the_device_comes_back(
         specs = fleet_of(2, tenant)
         stats = asyncio.run(run_with_cut(Relay(broker_port), specs, tmp_path))
         assert_complete(sub, stats)
+        # the last "offline" may reach the subscriber just after the fleet has stopped
+        ids = [device.device_id for device in stats.devices.values()]
+        wait_until(lambda: all(len(sub.status[i]) >= 4 for i in ids), 5.0)
         for device in stats.devices.values():
             assert device.connects == 2
             states = [doc for doc, _ in sub.status[device.device_id]]
