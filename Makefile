@@ -54,9 +54,9 @@ demo: install
 
 # Each run gets a private --basetemp (tests/conftest.py), so two runs can share the machine.
 # The suite runs on TEST_WORKERS pytest-xdist workers: most tests wait on a broker, a database or
-# a process, so 4 workers on 2 cores take the whole suite from 28 min to about 10 (worksteal
+# a process, so 3 workers on 2 cores take the whole suite from 28 min to about 10 (worksteal
 # rebalances the long tests at the end). TEST_WORKERS=0 runs it in one process.
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 3
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 test: install
