@@ -206,10 +206,14 @@ export function facilityView(container, facilityId) {
       h('pre.explain', {}, explained.explanation));
   }), 1000);
 
+  let alertLoads = 0; // loads started; only the newest one paints
   const loadAlerts = guard(async () => {
     if (busy(alertList)) return; // an officer is typing a comment; refresh when done
+    const mine = ++alertLoads;
     const page = await api(`/alerts?facility_id=${id}&limit=200`);
-    if (gone) return;
+    // A live refresh started before an acknowledge can answer after the refresh that follows
+    // it: painting that older answer last showed the alert as open again.
+    if (gone || mine !== alertLoads) return;
     alerts = page.items;
     seenAlerts = renderAlerts(alertList, alerts, {
       seen: seenAlerts, showResolved: showResolved.checked, onChanged: () => { loadAlerts(); loadSummary(); },
