@@ -30,9 +30,11 @@ from api.routers import (
     alerts,
     auth,
     borrowers,
+    chain,
     devices,
     events,
     facilities,
+    financing,
     health,
     lots,
     prices,
@@ -118,7 +120,7 @@ def create_app(database_url: str, config: ApiConfig, *, registry: CollectorRegis
     app.include_router(health.router, prefix=API_PREFIX, include_in_schema=False)
     for router in (auth.router, facilities.router, alerts.router, events.router, borrowers.router,
                    lots.router, devices.router, telemetry.router, releases.router, prices.router,
-                   sales.router, webhooks.router):
+                   sales.router, webhooks.router, financing.router, chain.router):
         app.include_router(router, prefix=API_PREFIX)
     _mount_dashboard(app)
     return app

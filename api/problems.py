@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.password_policy import WeakPassword
+from lending.financing import NotFound
 from lending.operations import InvalidRequest, LendingError
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(LendingError)
     async def refused(request: Request, exc: LendingError) -> JSONResponse:
         return problem_response(request, 409, str(exc))
+
+    @app.exception_handler(NotFound)  # not there, or not the caller's: the same answer
+    async def missing(request: Request, exc: NotFound) -> JSONResponse:
+        return problem_response(request, 404, str(exc))
 
     @app.exception_handler(InvalidRequest)  # a LendingError for what was sent, not the state
     async def invalid_request(request: Request, exc: InvalidRequest) -> JSONResponse:

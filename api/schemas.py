@@ -30,6 +30,9 @@ Slug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,
 Username = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")]
 Comment = Annotated[str, StringConstraints(max_length=2000)]
 LtvStatus = Literal["ok", "warning", "liquidation", "unknown"]
+DrawdownState = Literal["pending", "approved", "rejected", "repaid"]
+VoucherState = Literal["active", "spent", "financed", "settled"]
+TradeState = Literal["none", "pending", "verified", "contradicted"]
 
 
 class Strict(BaseModel):
@@ -390,6 +393,16 @@ class SalePublic(BaseModel):
     amount: float
 
 
+class Shipment(Strict):
+    """The goods behind a receivable: telemetry proves (or contradicts) their delivery."""
+
+    vehicle: Slug
+    seller_lot_id: Slug = Field(description="the seller's pledged lot the goods leave")
+    quantity: Quantity
+    buyer_lot_id: Slug = Field(description="the buyer's lot (warehouse) they arrive in")
+    shipped_at: Instant
+
+
 class ReceivableCreate(Strict):
     facility_id: Slug
     debtor: Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -397,6 +410,9 @@ class ReceivableCreate(Strict):
     due: Instant
     related_party: Flag = False
     disputed: Flag = False
+    debtor_id: Slug | None = Field(None, description="the debtor as a borrower of the portfolio "
+                                   "(a core enterprise confirms what it owes)")
+    shipment: Shipment | None = Field(None, description="the shipment behind the invoice")
 
 
 class ReceivablePublic(BaseModel):
@@ -413,6 +429,14 @@ class ReceivablePublic(BaseModel):
     verified_at: datetime | None
     verified_by: str | None
     posted_by: str | None
+    debtor_id: str | None = None
+    programme_id: str | None = None
+    confirmed_at: datetime | None = None
+    confirmed_by: str | None = None
+    shipment: dict[str, Any] | None = None
+    trade_status: TradeState = Field("none", description="pending: delivery not yet proven; "
+                                     "verified / contradicted by telemetry")
+    trade_evidence: dict[str, Any] | None = None
 
 
 # --- webhooks (alert notifications out) ---
@@ -471,3 +495,184 @@ class WebhookDeliveryPublic(BaseModel):
     delivered_at: datetime | None
     created_at: datetime
     attempt_log: list[WebhookAttemptPublic]
+
+
+# --- supply-chain finance: drawdowns, repayments, blacklist, programmes, vouchers ---
+
+Money = Annotated[float, StrictType(), Field(gt=0, le=1e14, allow_inf_nan=False,
+                                             description="an amount with at most 2 decimals")]
+Purpose = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+
+
+class DrawdownCreate(Strict):
+    facility_id: Slug
+    amount: Money
+    currency: Currency
+    tenor_days: Annotated[int, StrictType(), Field(ge=1, le=3660)]
+    purpose: Purpose
+
+
+class DrawdownDecision(Strict):
+    comment: Comment | None = None
+
+
+class DrawdownPublic(BaseModel):
+    drawdown_id: str
+    facility_id: str
+    borrower_id: str
+    amount: float
+    currency: str
+    tenor_days: int
+    purpose: str
+    source: Literal["request", "opening"]
+    status: DrawdownState
+    reasons: list[str] = Field(description="why it waits for an officer (empty when approved "
+                                           "at once)")
+    repaid: float
+    owed: float
+    overdue: bool = Field(description="approved and past its maturity")
+    requested_by: str | None
+    requested_at: datetime
+    decided_by: str | None = Field(description="'auto' when approved at once")
+    decided_at: datetime | None
+    comment: str | None
+    maturity: datetime | None
+
+
+class RepaymentCreate(Strict):
+    facility_id: Slug
+    amount: Money
+
+
+class RepaymentPart(BaseModel):
+    drawdown_id: str
+    amount: float
+
+
+class RepaymentPublic(BaseModel):
+    id: int
+    facility_id: str
+    time: datetime
+    amount: float
+    allocation: list[RepaymentPart] = Field(description="the drawdowns it paid, first maturing first")
+    unapplied: float = Field(description="paid beyond what was owed")
+    outstanding: float = Field(description="the facility's outstanding after it")
+    posted_by: str | None
+
+
+class BlacklistCreate(Strict):
+    borrower_id: Slug
+    reason: Reason
+
+
+class BlacklistEntry(BaseModel):
+    id: int
+    borrower_id: str
+    reason: str
+    added_by: str
+    added_at: datetime
+    removed_by: str | None
+    removed_at: datetime | None
+
+
+class ProgrammeCreate(Strict):
+    programme_id: Slug
+    core_id: Slug
+    currency: Currency
+    line: Money
+    advance_rate: Annotated[float, StrictType(), Field(gt=0, le=1, allow_inf_nan=False)]
+
+
+class ProgrammePublic(BaseModel):
+    programme_id: str
+    core_id: str
+    facility_id: str = Field(description="the core enterprise's facility that carries the "
+                                         "programme's alerts")
+    currency: str
+    line: float
+    advance_rate: float
+    used: float = Field(description="confirmed payables not yet paid")
+    financed: float = Field(description="advanced by the bank on vouchers not yet settled")
+    created_by: str
+    created_at: datetime
+
+
+class ChainMember(BaseModel):
+    borrower_id: str
+    name: str
+    role: str
+
+
+class VoucherStep(BaseModel):
+    voucher_id: str
+    holder_id: str
+    amount: float
+    status: VoucherState
+    created_at: datetime
+    created_by: str
+
+
+class Confirmation(BaseModel):
+    receivable_id: str
+    debtor_id: str | None
+    confirmed_at: datetime | None
+    confirmed_by: str | None
+
+
+class VoucherPublic(BaseModel):
+    voucher_id: str
+    programme_id: str
+    core_id: str
+    receivable_id: str
+    parent_id: str | None
+    root_id: str
+    holder_id: str
+    amount: float
+    maturity: datetime
+    status: VoucherState
+    financed_amount: float | None
+    financed_at: datetime | None
+    financed_by: str | None
+    settled_at: datetime | None
+    created_by: str
+    created_at: datetime
+    trade_status: TradeState
+
+
+class VoucherDetail(VoucherPublic):
+    tier: int = Field(description="1: the supplier the core enterprise confirmed to; 2: its "
+                                  "supplier; …")
+    path: list[VoucherStep] = Field(description="from the core enterprise's confirmation down "
+                                                "to this voucher")
+    confirmation: Confirmation
+
+
+class ChainPublic(BaseModel):
+    programme: ProgrammePublic
+    members: list[ChainMember]
+    vouchers: list[VoucherPublic]
+
+
+class VoucherTransfer(Strict):
+    to: Slug = Field(description="the chain member receiving the part")
+    amount: Money
+
+
+class PayablePayment(Strict):
+    amount: Money
+
+
+class Payout(BaseModel):
+    voucher_id: str
+    payee: str = Field(description="'bank' or the holder's borrower id")
+    amount: float
+
+
+class PaymentPublic(BaseModel):
+    root_id: str
+    amount: float
+    paid_at: datetime
+    paid_by: str
+    payouts: list[Payout]
+

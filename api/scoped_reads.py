@@ -381,9 +381,12 @@ def receivables(conn: psycopg.Connection, scope: Scope, limit: int, offset: int,
                 ) -> list[dict[str, Any]]:
     return _dicts(conn, f"""
         SELECT r.receivable_id, r.facility_id, r.debtor, r.amount, r.due, r.related_party,
-               r.disputed, r.paid, r.verified, r.verified_at, r.verified_by, r.posted_by
+               r.disputed, r.paid, r.verified, r.verified_at, r.verified_by, r.posted_by,
+               r.debtor_id, r.programme_id, r.confirmed_at, r.confirmed_by, r.shipment,
+               r.trade_status, r.trade_evidence
         FROM receivables r JOIN facilities f USING (facility_id)
-        WHERE {IN_SCOPE} AND (%(facility)s::text IS NULL OR r.facility_id = %(facility)s)
+        WHERE ({IN_SCOPE} OR r.debtor_id = %(scope)s)
+          AND (%(facility)s::text IS NULL OR r.facility_id = %(facility)s)
           AND (%(verified)s::boolean IS NULL OR r.verified = %(verified)s)
         ORDER BY r.due, r.receivable_id LIMIT %(limit)s OFFSET %(offset)s""",
         {"scope": scope, "facility": facility_id, "verified": verified, "limit": limit,

@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
@@ -190,7 +191,7 @@ def _write_portfolio(conn: psycopg.Connection, portfolio: PortfolioIn, lots: Seq
                 "INSERT INTO facilities VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (facility_id) DO UPDATE SET borrower_id = EXCLUDED.borrower_id,"
                 " currency = EXCLUDED.currency, line = EXCLUDED.line,"
-                " outstanding = EXCLUDED.outstanding, reserves = EXCLUDED.reserves,"
+                " reserves = EXCLUDED.reserves,"
                 " value_floor = EXCLUDED.value_floor, terms = EXCLUDED.terms",
                 (d.id, d.borrower_id, d.currency, d.line, d.outstanding, d.reserves,
                  d.value_floor, terms_json(d.terms)))
@@ -336,22 +337,6 @@ def advance_release(conn: psycopg.Connection, release_id: str, to: ReleaseStatus
                          " WHERE lot_id = %s", (order.quantity, order.lot_id))
         notify_lending(conn, [facility_id])
     return moved
-
-
-def repay(conn: psycopg.Connection, facility_id: str, amount: float, now: datetime) -> float:
-    """Record a repayment; returns the new outstanding."""
-    if not (amount > 0 and amount < 1e15):
-        raise LendingError(f"a repayment must be a positive amount, got {amount!r}")
-    with conn.transaction():
-        row = conn.execute("UPDATE facilities SET outstanding = greatest(0, outstanding - %s)"
-                           " WHERE facility_id = %s RETURNING outstanding",
-                           (amount, facility_id)).fetchone()
-        if row is None:
-            raise LendingError(f"no facility {facility_id!r}")
-        conn.execute("INSERT INTO repayments (facility_id, time, amount) VALUES (%s, %s, %s)",
-                     (facility_id, now, amount))
-        notify_lending(conn, [facility_id])
-    return float(row[0])
 
 
 def record_sale(conn: psycopg.Connection, facility_id: str, amount: float,
@@ -515,33 +500,63 @@ def list_inspections(conn: psycopg.Connection, lot_id: str | None = None,
 
 
 RECEIVABLE_COLUMNS = ("receivable_id, facility_id, debtor, amount, due, related_party, disputed,"
-                      " paid, verified, verified_at, verified_by, posted_by")
+                      " paid, verified, verified_at, verified_by, posted_by, debtor_id,"
+                      " programme_id, confirmed_at, confirmed_by, shipment, trade_status,"
+                      " trade_evidence")
 
 
 def insert_receivable(conn: psycopg.Connection, receivable_id: str, facility_id: str, debtor: str,
                       amount: float, due: datetime, related_party: bool = False,
                       disputed: bool = False, *, verified: bool, posted_by: str,
-                      now: datetime | None = None) -> dict[str, object]:
+                      now: datetime | None = None, debtor_id: str | None = None,
+                      shipment: dict[str, object] | None = None) -> dict[str, object]:
     """Record an invoice (a receivable) of a facility's borrower; the facility is recomputed.
-    An unverified one (posted by the enterprise) is not eligible until an officer verifies it."""
+    An unverified one (posted by the enterprise) is not eligible until an officer verifies it, its
+    debtor confirms it, or telemetry proves the shipment it names (``trade_status`` pending)."""
     if not (0 <= amount < 1e15):
         raise LendingError(f"a receivable must be an amount >= 0, got {amount!r}")
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        if cur.execute("SELECT 1 FROM facilities WHERE facility_id = %s",
-                       (facility_id,)).fetchone() is None:
+        seller = cur.execute("SELECT borrower_id FROM facilities WHERE facility_id = %s",
+                             (facility_id,)).fetchone()
+        if seller is None:
             raise LendingError(f"no facility {facility_id!r}")
+        if debtor_id is not None:
+            found = cur.execute("SELECT 1 FROM borrowers WHERE borrower_id = %s",
+                                (debtor_id,)).fetchone()
+            if found is None:
+                raise InvalidRequest(f"no borrower {debtor_id!r} to owe this receivable")
+            if debtor_id == seller["borrower_id"]:
+                raise InvalidRequest("a borrower cannot owe a receivable to itself")
+        if shipment is not None:
+            _check_shipment(cur, seller["borrower_id"], debtor_id, shipment)
         row = cur.execute(
             "INSERT INTO receivables (receivable_id, facility_id, debtor, amount, due,"
-            " related_party, disputed, verified, verified_at, verified_by, posted_by)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " related_party, disputed, verified, verified_at, verified_by, posted_by, debtor_id,"
+            " shipment, trade_status)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             f" ON CONFLICT DO NOTHING RETURNING {RECEIVABLE_COLUMNS}",
             (receivable_id, facility_id, debtor, amount, due, related_party, disputed, verified,
              (now or datetime.now(UTC)) if verified else None, posted_by if verified else None,
-             posted_by)).fetchone()
+             posted_by, debtor_id, None if shipment is None else Jsonb(shipment),
+             "none" if shipment is None else "pending")).fetchone()
         if row is None:
             raise LendingError(f"receivable {receivable_id!r} already exists")
         notify_lending(conn, [facility_id])
     return row
+
+
+def _check_shipment(cur: psycopg.Cursor[dict[str, Any]], seller_id: str, debtor_id: str | None,
+                    shipment: dict[str, object]) -> None:
+    """The goods leave one of the seller's lots and arrive in one of the debtor's."""
+    lots = {r["lot_id"]: r["borrower_id"] for r in cur.execute(
+        "SELECT l.lot_id, f.borrower_id FROM lots l JOIN facilities f USING (facility_id)"
+        " WHERE l.lot_id = ANY(%s)",
+        ([shipment["seller_lot_id"], shipment["buyer_lot_id"]],)).fetchall()}
+    if lots.get(shipment["seller_lot_id"]) != seller_id:
+        raise InvalidRequest(f"shipment: {shipment['seller_lot_id']} is not a lot of the seller")
+    if debtor_id is None or lots.get(shipment["buyer_lot_id"]) != debtor_id:
+        raise InvalidRequest(f"shipment: {shipment['buyer_lot_id']} is not a lot of the debtor"
+                             " (a shipment needs debtor_id)")
 
 
 def verify_receivable(conn: psycopg.Connection, receivable_id: str, by: str,

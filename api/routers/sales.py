@@ -70,7 +70,9 @@ def post_receivable(conn: ConnDep, principal: CurrentPrincipal,
     return operations.insert_receivable(conn, f"ar-{secrets.token_hex(8)}", body.facility_id,
                                      body.debtor, body.amount, body.due, body.related_party,
                                      body.disputed, verified=principal.is_bank,
-                                     posted_by=principal.subject)
+                                     posted_by=principal.subject, debtor_id=body.debtor_id,
+                                     shipment=None if body.shipment is None
+                                     else body.shipment.model_dump(mode="json"))
 
 
 @router.post("/receivables/{receivable_id}/verify", response_model=ReceivablePublic,

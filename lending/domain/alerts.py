@@ -49,6 +49,9 @@ class AlertType(StrEnum):
     CLOCK_SKEW = "clock_skew"  # device time far from receive time
     INSPECTION_MISMATCH = "inspection_mismatch"  # a physical count disagrees with the sensors
     OVERADVANCE = "overadvance"  # drawn above the limit
+    DRAWDOWN_OVERDUE = "drawdown_overdue"  # a drawdown past its maturity, not repaid
+    PAYABLE_LATE = "payable_late"  # a core enterprise did not pay a confirmed payable at maturity
+    FICTITIOUS_TRADE = "fictitious_trade"  # telemetry contradicts the shipment behind a receivable
 
 
 class Severity(StrEnum):

@@ -19,6 +19,7 @@ from prometheus_client import start_http_server
 
 from lending.domain.model import ReleaseStatus
 from lending.engine import LendingEngine
+from lending.financing import repay as do_repay
 from lending.metrics import EngineMetrics
 from lending.operations import (
     acknowledge_alert,
@@ -32,7 +33,6 @@ from lending.operations import (
     request_release,
     resolve_alert,
 )
-from lending.operations import repay as do_repay
 from lending.portfolio_file import (
     MAX_CLI_CSV_BYTES,
     MAX_CLI_YAML_BYTES,
@@ -173,8 +173,10 @@ def repay(
     amount: Annotated[float, typer.Argument(min=0.01, max=1e14, help="amount repaid")],
 ) -> None:
     """Record a repayment; the facility's outstanding and limit follow."""
-    left = run(lambda conn: do_repay(conn, facility_id, amount, now()))
-    typer.echo(f"facility {facility_id}: repaid {amount:,.2f}, outstanding {left:,.2f}")
+    row = run(lambda conn: do_repay(conn, facility_id, amount, now(), by="cli"))
+    typer.echo(f"facility {facility_id}: repaid {amount:,.2f}, outstanding "
+               f"{row['outstanding']:,.2f}" + (f", {row['unapplied']:,.2f} more than was owed"
+                                               if row["unapplied"] else ""))
 
 
 def sale(

@@ -17,6 +17,7 @@ import lending.operations as service
 from lending.domain.alerts import AlertStatus, AlertType, Severity
 from lending.domain.model import PricePoint, ReleaseStatus
 from lending.engine import LendingEngine
+from lending.financing import repay as post_repayment
 from lending.operations import (
     DuplicatePledgeError,
     LendingError,
@@ -25,7 +26,6 @@ from lending.operations import (
     list_alerts,
     load_portfolio,
     post_prices,
-    repay,
     request_release,
     resolve_alert,
 )
@@ -38,6 +38,11 @@ TENANT = "acme"
 TERMS = {"advance_rate": 0.6, "base_haircut": 0.1, "warning_ltv": 0.7, "liquidation_ltv": 0.85}
 WHEAT_LIQUIDATION_DAYS = 20.0
 FIRST_PRICE_TIME = NOW - timedelta(days=1)
+
+
+def repay(conn: psycopg.Connection, facility_id: str, amount: float, now: datetime) -> float:
+    """Post a repayment; the facility's derived outstanding after it."""
+    return float(post_repayment(conn, facility_id, amount, now)["outstanding"])
 
 
 def portfolio_data() -> dict[str, Any]:

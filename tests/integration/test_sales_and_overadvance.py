@@ -17,7 +17,8 @@ from api import scoped_reads
 from lending.domain.rules import RulePolicy
 from lending.domain.sales import last_closed_day
 from lending.engine import LendingEngine
-from lending.operations import load_portfolio, record_sale, repay
+from lending.financing import repay as post_repayment
+from lending.operations import load_portfolio, record_sale
 from lending.portfolio_file import PortfolioIn
 from telemetry.contract.payload import Accepted, DeviceInfo, Reading
 from telemetry.queries import register_devices
@@ -30,6 +31,11 @@ DEVICE = "wh-risk"
 UNITS = 1000
 UNIT_KG = 20.0
 POLICY = RulePolicy()
+
+
+def repay(conn: psycopg.Connection, facility_id: str, amount: float, now: datetime) -> float:
+    """Post a repayment; the facility's derived outstanding after it."""
+    return float(post_repayment(conn, facility_id, amount, now)["outstanding"])
 
 
 def portfolio(now: datetime, outstanding: float) -> PortfolioIn:

@@ -34,17 +34,26 @@ from starlette.routing import Mount
 from api.accounts import issue_api_key
 from api.problems import MEDIA_TYPE
 from api.security import ALGORITHM, ISSUER, Role, issue_token
+from lending import financing
 from lending import operations as service
+from lending.domain.alerts import Alert, AlertType, Severity
 from lending.domain.model import ReleaseStatus
+from lending.store import insert_alert
 from notifier.address_policy import DestinationPolicy
 from notifier.webhook_store import create_webhook
 from tests.integration.api.conftest import DEVICE, FAC, JWT_SECRET, LOT, A, B, World, login
+
+CORE = "core-mill"  # the core enterprise of A's and B's chain
 
 pytestmark = pytest.mark.integration
 
 V1 = "/api/v1"
 Params = dict[str, str]
-Access = Literal["read", "bank", "admin"]
+# read: anyone signed in, on what they may see; bank: officers and admins; admin: admins only;
+# holder: only the enterprise holding the object acts (a bank user is refused); debtor: the
+# enterprise that owes it or a bank user (A, a supplier, owes nothing: 404 like a made-up id).
+Access = Literal["read", "bank", "admin", "holder", "debtor"]
+NOT_VISIBLE = ("read", "holder", "debtor")  # A on B's object: 404, exactly as for a made-up id
 
 
 @dataclass
@@ -89,6 +98,57 @@ class Ctx:
                                   posted_by="enterprise")
         return {"receivable_id": receivable_id}
 
+    def drawdown(self, borrower: str) -> Params:
+        """A drawdown waiting for an officer (an open critical alert holds it) on a facility whose
+        live limit leaves room to approve it."""
+        insert_alert(self.conn, Alert(
+            key=self.unique("matrix-hold"), type=AlertType.SENSOR_TAMPER, severity=Severity.CRITICAL,
+            facility_id=FAC[borrower], lot_id=None, message="seal broken", evidence={},
+            raised_at=datetime.now(UTC), auto_resolve=False))
+        self.conn.execute(
+            "INSERT INTO limit_snapshots (facility_id, time, credit_limit, available, outstanding,"
+            " collateral_value, inputs) VALUES (%s, now(), 1e9, 1e9, 0, 1e9, '{}')",
+            (FAC[borrower],))
+        row, _ = financing.request_drawdown(
+            self.conn, FAC[borrower], 100, "CNY", 30, "matrix", by="enterprise",
+            idempotency_key=self.unique("matrix-key"), now=datetime.now(UTC))
+        assert row["status"] == "pending"
+        return {"drawdown_id": row["drawdown_id"]}
+
+    def blacklisted(self, borrower: str) -> Params:
+        financing.blacklist_add(self.conn, borrower, "matrix", "officer", datetime.now(UTC))
+        return {"borrower_id": borrower}
+
+    def programme(self, borrower: str) -> Params:
+        """A's: the programme of its own core enterprise's chain; B's: one of a chain A is not in."""
+        core = CORE
+        if borrower == B:
+            core = self.unique("core-other")
+            self.conn.execute("INSERT INTO borrowers (borrower_id, tenant, name, role) VALUES"
+                              " (%s, 'acme', 'Other Core', 'core')", (core,))
+        programme_id = self.unique(f"prog-{borrower}")
+        financing.create_programme(self.conn, programme_id, core, "CNY", 1e9, 0.8, "officer",
+                                   datetime.now(UTC))
+        return {"programme_id": programme_id}
+
+    def payable(self, borrower: str) -> Params:
+        """A receivable of the borrower's facility owed by the core enterprise, not confirmed."""
+        if not self.conn.execute("SELECT 1 FROM programmes WHERE core_id = %s",
+                                 (CORE,)).fetchone():
+            self.programme(A)
+        receivable_id = self.unique(f"ar-{borrower}")
+        service.insert_receivable(self.conn, receivable_id, FAC[borrower], "Example Flour Mill",
+                                  1000.0, datetime.now(UTC) + timedelta(days=30), verified=False,
+                                  posted_by="enterprise", debtor_id=CORE)
+        return {"receivable_id": receivable_id}
+
+    def voucher(self, borrower: str) -> Params:
+        """A voucher the borrower holds: the core enterprise confirmed its receivable."""
+        receivable = self.payable(borrower)["receivable_id"]
+        row = financing.confirm_receivable(self.conn, receivable, debtor_scope=None, by="officer",
+                                           now=datetime.now(UTC))
+        return {"voucher_id": row["voucher_id"]}
+
     def api_key(self, borrower: str) -> Params:
         _key, row = issue_api_key(self.conn, borrower, self.unique("spare"), "admin")
         return {"key_id": row["key_id"]}
@@ -112,6 +172,13 @@ KEY_STATE = one("SELECT revoked_at FROM api_keys WHERE key_id = %(key_id)s")
 RECEIVABLE_STATE = one("SELECT verified, verified_by FROM receivables"
                        " WHERE receivable_id = %(receivable_id)s")
 INSPECTION_STATE = one("SELECT count(*) FROM inspections WHERE lot_id = %(lot_id)s")
+DRAWDOWN_STATE = one("SELECT status, decided_by FROM drawdowns WHERE drawdown_id = %(drawdown_id)s")
+BLACKLIST_STATE = one("SELECT removed_at FROM blacklist WHERE borrower_id = %(borrower_id)s")
+CONFIRM_STATE = one("SELECT confirmed_at, (SELECT count(*) FROM vouchers v WHERE v.receivable_id ="
+                    " r.receivable_id) FROM receivables r WHERE receivable_id = %(receivable_id)s")
+VOUCHER_STATE = one("SELECT status, financed_amount, (SELECT count(*) FROM vouchers c WHERE"
+                    " c.parent_id = v.voucher_id), (SELECT count(*) FROM voucher_payments p WHERE"
+                    " p.root_id = v.voucher_id) FROM vouchers v WHERE voucher_id = %(voucher_id)s")
 WEBHOOK_STATE = one("SELECT active, deactivated_at, (SELECT count(*) FROM webhook_deliveries"
                     " WHERE webhook_id = w.id) FROM webhooks w WHERE id = %(webhook_id)s::bigint")
 
@@ -140,6 +207,9 @@ NO_RELEASE = {"release_id": "rel-made-up"}
 NO_DEVICE = {"device_id": "dev-made-up"}
 NO_LOT = {"lot_id": "lot-made-up"}
 NO_WEBHOOK = {"webhook_id": "987654321"}
+NO_DRAWDOWN = {"drawdown_id": "dd-made-up"}
+NO_PROGRAMME = {"programme_id": "prog-made-up"}
+NO_VOUCHER = {"voucher_id": "v-made-up"}
 
 MATRIX: dict[tuple[str, str], Row] = {
     ("PATCH", "/users/{username}"): Row(
@@ -183,6 +253,25 @@ MATRIX: dict[tuple[str, str], Row] = {
         "bank", Ctx.release, NO_RELEASE, state=RELEASE_STATE),
     ("POST", "/receivables/{receivable_id}/verify"): Row(
         "bank", Ctx.receivable, {"receivable_id": "ar-made-up"}, state=RECEIVABLE_STATE),
+    ("GET", "/drawdowns/{drawdown_id}"): Row("read", Ctx.drawdown, NO_DRAWDOWN),
+    ("POST", "/drawdowns/{drawdown_id}/approve"): Row(
+        "bank", Ctx.drawdown, NO_DRAWDOWN, state=DRAWDOWN_STATE),
+    ("POST", "/drawdowns/{drawdown_id}/reject"): Row(
+        "bank", Ctx.drawdown, NO_DRAWDOWN, body={"comment": "no"}, state=DRAWDOWN_STATE),
+    ("DELETE", "/blacklist/{borrower_id}"): Row(
+        "bank", Ctx.blacklisted, {"borrower_id": "sup-made-up"}, state=BLACKLIST_STATE),
+    ("GET", "/programmes/{programme_id}"): Row("read", Ctx.programme, NO_PROGRAMME),
+    ("GET", "/programmes/{programme_id}/chain"): Row("read", Ctx.programme, NO_PROGRAMME),
+    ("POST", "/receivables/{receivable_id}/confirm"): Row(
+        "debtor", Ctx.payable, {"receivable_id": "ar-made-up"}, ok=201, state=CONFIRM_STATE),
+    ("GET", "/vouchers/{voucher_id}"): Row("read", Ctx.voucher, NO_VOUCHER),
+    ("POST", "/vouchers/{voucher_id}/transfer"): Row(
+        "holder", Ctx.voucher, NO_VOUCHER, ok=201, body={"to": B, "amount": 1},
+        state=VOUCHER_STATE),
+    ("POST", "/vouchers/{voucher_id}/finance"): Row(
+        "holder", Ctx.voucher, NO_VOUCHER, state=VOUCHER_STATE),
+    ("POST", "/vouchers/{voucher_id}/pay"): Row(
+        "debtor", Ctx.voucher, NO_VOUCHER, ok=201, body={"amount": 1000}, state=VOUCHER_STATE),
     ("GET", "/webhooks/{webhook_id}"): Row("bank", Ctx.webhook, NO_WEBHOOK),
     ("DELETE", "/webhooks/{webhook_id}"): Row(
         "bank", Ctx.webhook, NO_WEBHOOK, state=WEBHOOK_STATE),
@@ -244,7 +333,7 @@ def test_enterprise_a_learns_nothing_about_b_and_changes_nothing(
             before = row.state(conn, theirs) if row.state else None
             real = call(api, key, row, theirs, as_a)
             made_up = call(api, key, row, row.fake, as_a)
-            expected = 404 if row.access == "read" else 403
+            expected = 404 if row.access in NOT_VISIBLE else 403
             if real.status_code != expected:
                 failures.append(f"{key}: A on B's object got {real.status_code}, not {expected}: "
                                 f"{real.text}")
@@ -268,11 +357,12 @@ def test_enterprise_a_reads_its_own_objects_and_cannot_act_on_them(
             mine = row.arrange(ctx, A)
             before = row.state(conn, mine) if row.state else None
             response = call(api, key, row, mine, as_a)
-            expected = row.ok if row.access == "read" else 403
+            expected = {"read": row.ok, "holder": row.ok, "debtor": 404}.get(row.access, 403)
             if response.status_code != expected:
                 failures.append(f"{key}: A on its own object got {response.status_code}, not "
                                 f"{expected}: {response.text}")
-            if row.access != "read" and row.state and row.state(conn, mine) != before:
+            if (row.access not in ("read", "holder") and row.state
+                    and row.state(conn, mine) != before):
                 failures.append(f"{key}: A changed its own object on a route it may not use")
     assert not failures, "\n".join(failures)
 
@@ -288,18 +378,18 @@ def test_officer_reads_and_acts_on_every_borrower_and_admin_routes_refuse_office
                 params = row.arrange(ctx, borrower)
                 before = row.state(conn, params) if row.state else None
                 response = call(api, key, row, params, as_officer)
-                expected = 403 if row.access == "admin" else row.ok
+                expected = 403 if row.access in ("admin", "holder") else row.ok
                 if response.status_code != expected:
                     failures.append(f"{key} on {borrower}'s object: the officer got "
                                     f"{response.status_code}, not {expected}: {response.text}")
-                if row.access == "admin":
+                if row.access in ("admin", "holder"):
                     if row.state and row.state(conn, params) != before:
                         failures.append(f"{key}: an officer changed an admin-only object")
                     admin = call(api, key, row, params, as_admin)
-                    if admin.status_code != row.ok:
+                    if admin.status_code != (403 if row.access == "holder" else row.ok):
                         failures.append(f"{key}: the admin got {admin.status_code}: {admin.text}")
                 missing = call(api, key, row, row.fake, as_officer)
-                if missing.status_code != (403 if row.access == "admin" else 404):
+                if missing.status_code != (403 if row.access in ("admin", "holder") else 404):
                     failures.append(f"{key}: a made-up id gave the officer {missing.status_code}")
     # B itself still works: nothing above touched its key.
     assert api.get(f"{V1}/auth/me", headers=as_b).status_code == 200
