@@ -13,6 +13,13 @@ resent too (a broker that crashed before its autosave lost it).
 On stop the producers stop, each link gets a bounded time to drain its outbox, publishes the
 retained ``offline`` status and disconnects cleanly (a dropped connection leaves the broker to
 publish the same ``offline`` status as the device's last will).
+
+Compressed time (``clock``, a :class:`SimClock`): readings are stamped by the simulator, from
+``start_ms`` on, ``speed`` simulated seconds per real second (the models step that much per sample),
+and with ``span_s`` every device stops producing after that many simulated seconds; the fleet then
+drains and returns without waiting for ``duration_s``. ``scenario`` may also be a function of the
+device spec returning its :class:`firmware_sim.scenarios.Scenario` (a story whose devices play
+different parts, e.g. :mod:`firmware_sim.delivery`).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from firmware_sim.boot import BootStore
 from firmware_sim.device_models import DeviceSpec, build_model
 from firmware_sim.messages import OFFLINE_PAYLOAD, Sequencer, online_payload
 from firmware_sim.outbox import Outbox, OutboxMessage
-from firmware_sim.scenarios import make_scenario
+from firmware_sim.scenarios import Scenario, make_scenario
 from telemetry.contract.confirm import decode_confirmation, stored_topic
 from telemetry.contract.topics import status_topic, telemetry_topic
 
@@ -43,6 +50,7 @@ PROTOCOLS: dict[str, aiomqtt.ProtocolVersion] = {
     "5": aiomqtt.ProtocolVersion.V5,
 }
 Password = str | Callable[[str], str] | None
+ScenarioChoice = str | Callable[[DeviceSpec], Scenario]  # a scenario name, or one per device
 ProgressCallback = Callable[["FleetStats"], None]
 
 BACKOFF_MIN_S = 0.25
@@ -56,6 +64,22 @@ MAX_INFLIGHT = 20
 KEEPALIVE_S = 30
 CONFIRM_TIMEOUT_S = 30.0  # resend a PUBACKed message the store has not confirmed by then
 OVERDUE_CHECK_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class SimClock:
+    """Compressed time: readings stamped from ``start_ms`` (epoch ms) on, ``speed`` simulated
+    seconds per real second; after ``span_s`` simulated seconds (None: never) a device stops."""
+
+    start_ms: int
+    speed: float = 1.0
+    span_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.speed > 0:
+            raise ValueError("a simulated clock's speed must be > 0")
+        if self.span_s is not None and not self.span_s >= 0:
+            raise ValueError("a simulated clock's span must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,12 +132,14 @@ class FleetStats:
 class _Device:
     """The mutable runtime of one simulated device."""
 
-    def __init__(self, spec: DeviceSpec, boot: int, scenario: str, outbox_max: int,
-                 confirm_timeout_s: float | None = None) -> None:
+    def __init__(self, spec: DeviceSpec, boot: int, scenario: ScenarioChoice, outbox_max: int,
+                 confirm_timeout_s: float | None = None, clock: SimClock | None = None) -> None:
         self.spec = spec
         self.boot = boot
+        self.clock = clock
         self.model = build_model(spec)
-        self.scenario = make_scenario(scenario, spec)
+        self.scenario = (make_scenario(scenario, spec) if isinstance(scenario, str)
+                         else scenario(spec))
         self.sequencer = Sequencer(boot)
         self.outbox = Outbox(outbox_max, boot=boot, confirm_timeout_s=confirm_timeout_s)
         self.topic = telemetry_topic(spec.tenant, spec.device_id)
@@ -129,12 +155,25 @@ class _Device:
     def sample(self, dt_s: float) -> None:
         """Step the model, apply the scenario and queue the encoded message."""
         readings = self.scenario.apply(self.step, self.t_s, self.model.step(dt_s))
+        ts_ms = self.timestamp_ms()
         self.step += 1
         self.t_s += dt_s
         seq = self.sequencer.seq
-        payload = self.sequencer.next_payload(time.time_ns() // 1_000_000, readings)
+        payload = self.sequencer.next_payload(ts_ms, readings)
         self.outbox.put(self.topic, payload, seq)
         self.wakeup.set()
+
+    def timestamp_ms(self) -> int:
+        """The device time of the sample being taken: the wall clock, or the simulated one."""
+        if self.clock is None:
+            return time.time_ns() // 1_000_000
+        return self.clock.start_ms + round(self.t_s * 1000)
+
+    @property
+    def story_over(self) -> bool:
+        """Whether the simulated clock's span is used up (the device stops producing)."""
+        span = self.clock.span_s if self.clock is not None else None
+        return span is not None and self.t_s > span + 1e-9
 
     def stop_producing(self) -> None:
         self.producing = False
@@ -301,13 +340,16 @@ async def _link(device: _Device, broker: _Broker, start_delay_s: float) -> None:
 
 
 async def _produce(device: _Device, period_s: float, start_delay_s: float) -> None:
-    """Sample the device every ``period_s`` until cancelled; skips ticks it fell behind on."""
+    """Sample the device every ``period_s`` until cancelled (or its simulated clock's span is
+    used up); skips ticks it fell behind on. Each sample steps the simulated time by ``period_s``
+    times the clock's speed."""
     loop = asyncio.get_running_loop()
+    step_s = period_s * (device.clock.speed if device.clock is not None else 1.0)
     try:
         await asyncio.sleep(start_delay_s)
         next_at = loop.time()
-        while True:
-            device.sample(period_s)
+        while not device.story_over:
+            device.sample(step_s)
             next_at += period_s
             now = loop.time()
             if next_at < now - period_s:
@@ -326,9 +368,20 @@ async def _report(devices: Sequence[_Device], callback: ProgressCallback, every_
             log.exception("progress callback failed")
 
 
-async def _wait_for_stop(stop: asyncio.Event, duration_s: float | None) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), duration_s)
+async def _wait_for_stop(stop: asyncio.Event, duration_s: float | None,
+                         producers: Sequence[asyncio.Task[None]] = ()) -> None:
+    """Until ``stop`` is set, ``duration_s`` passed or (when given) every producer finished."""
+    if not producers:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), duration_s)
+        return
+    waits = [asyncio.create_task(stop.wait()), asyncio.create_task(asyncio.wait(producers))]
+    try:
+        await asyncio.wait(waits, timeout=duration_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
 
 
 async def _shutdown(
@@ -371,14 +424,14 @@ def _start_delays(n: int, period_s: float, rng: random.Random) -> list[tuple[flo
 
 
 def _make_devices(
-    specs: Sequence[DeviceSpec], scenario: str, state_dir: Path, outbox_max: int,
-    confirm_timeout_s: float | None,
+    specs: Sequence[DeviceSpec], scenario: ScenarioChoice, state_dir: Path, outbox_max: int,
+    confirm_timeout_s: float | None, clock: SimClock | None = None,
 ) -> list[_Device]:
     ids = [spec.device_id for spec in specs]
     if len(set(ids)) != len(ids):
         raise ValueError("device ids must be unique within a fleet")
     boots = BootStore(state_dir).next_boots(ids)
-    return [_Device(spec, boots[spec.device_id], scenario, outbox_max, confirm_timeout_s)
+    return [_Device(spec, boots[spec.device_id], scenario, outbox_max, confirm_timeout_s, clock)
             for spec in specs]
 
 
@@ -391,7 +444,7 @@ async def run_fleet(
     password: Password = None,
     rate_hz: float,
     duration_s: float | None,
-    scenario: str = "normal",
+    scenario: ScenarioChoice = "normal",
     state_dir: Path,
     protocol: str = "3.1.1",
     stop: asyncio.Event | None = None,
@@ -400,6 +453,7 @@ async def run_fleet(
     drain_timeout_s: float = 5.0,
     progress_every_s: float = 1.0,
     confirm_timeout_s: float | None = CONFIRM_TIMEOUT_S,
+    clock: SimClock | None = None,
 ) -> FleetStats:
     """Run ``specs`` against the broker until ``duration_s`` passed or ``stop`` is set.
 
@@ -407,14 +461,16 @@ async def run_fleet(
     ``username`` each device logs in as its own device id. Boot counters are kept in
     ``state_dir/sim-boot.json``. Returns the final counters (also passed to ``on_progress``).
     ``confirm_timeout_s`` (``None``: a PUBACK is the end) is how long a PUBACKed message waits
-    for the store's confirmation before it is sent again.
+    for the store's confirmation before it is sent again. ``scenario`` is a name of
+    :data:`firmware_sim.scenarios.SCENARIOS` or a function of the spec giving each device its
+    scenario; ``clock`` (None: the wall clock) compresses time (see the module).
     """
     if rate_hz <= 0:
         raise ValueError("rate_hz must be > 0")
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}")
     broker = _Broker(host, port, username, password, PROTOCOLS[protocol])
-    devices = _make_devices(specs, scenario, state_dir, outbox_max, confirm_timeout_s)
+    devices = _make_devices(specs, scenario, state_dir, outbox_max, confirm_timeout_s, clock)
     period_s = 1.0 / rate_hz
     delays = _start_delays(len(devices), period_s, random.Random())
     producers = [
@@ -431,7 +487,8 @@ async def run_fleet(
     if on_progress is not None:
         reporter.append(asyncio.create_task(_report(devices, on_progress, progress_every_s)))
     try:
-        await _wait_for_stop(stop or asyncio.Event(), duration_s)
+        story = clock is not None and clock.span_s is not None
+        await _wait_for_stop(stop or asyncio.Event(), duration_s, producers if story else ())
         await _shutdown(devices, producers, links, drain_timeout_s)
     finally:
         await _cancel_all([*reporter, *producers, *links])

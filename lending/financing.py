@@ -739,7 +739,9 @@ def check_trades(conn: psycopg.Connection, now: datetime,
                 with conn.transaction():
                     conn.execute("UPDATE receivables SET trade_evidence = %s, trade_checked_at = %s"
                                  " WHERE receivable_id = %s",
-                                 (Jsonb(verdict.get("evidence")), now, rec["receivable_id"]))
+                                 (Jsonb({**(verdict.get("evidence") or {}),
+                                         "reasons": list(verdict.get("reasons") or [])}),
+                                  now, rec["receivable_id"]))
             continue
         record_trade_verdict(conn, rec["receivable_id"], verdict["status"],
                              verdict.get("evidence") or {}, verdict.get("reasons") or [], now)

@@ -23,6 +23,7 @@ from gateway.consumer import Gateway
 from gateway.metrics import GatewayMetrics
 from lending.domain.model import ReleaseStatus
 from lending.engine import LendingEngine, start_engine_thread, utcnow
+from lending.financing import FinancingSweeper
 from lending.operations import (
     LendingError,
     advance_release,
@@ -31,7 +32,9 @@ from lending.operations import (
     request_release,
 )
 from lending.portfolio_file import PortfolioIn
-from pledgewatch.demo_portfolio import COMMODITIES, TIGHT_FACILITY, demo_portfolio, price_points
+from lending.trade import judge_shipment
+from pledgewatch.demo_chain import PROGRAMME, ChainActivity
+from pledgewatch.demo_portfolio import COMMODITIES, CORE, TIGHT_FACILITY, demo_portfolio, price_points
 from pledgewatch.http import create_app
 from pledgewatch.notifier_hooks import notifier_hooks
 from pledgewatch.runtime import (
@@ -239,6 +242,12 @@ def _run_demo(settings: Settings, options: DemoOptions) -> int:
         stack.callback(engine_stop.set)
         feed = PriceFeed(endpoints.database_url, options.scenario, options.price_every_s).start()
         stack.callback(feed.close)
+        FinancingSweeper(endpoints.database_url, 10.0, judge_shipment).start(engine_stop)
+        chain = ChainActivity(endpoints.database_url)
+        chain.start(engine_stop)
+        _say(f"supply chain: programme {PROGRAMME} for {CORE}; every {chain.every_s:g}s a payable "
+             "is confirmed, passed down to tier 2 and 3 and financed (see /dashboard/ and "
+             "`pledgewatch programme list`)")
         _say(f"lending engine: running; live prices every {options.price_every_s:g}s"
              + (f" (steel crashes; watch {TIGHT_FACILITY})" if options.scenario == "price-crash"
                 else "") + "; `pledgewatch facility limit <id>` explains a limit")

@@ -19,6 +19,7 @@ from prometheus_client import start_http_server
 
 from lending.domain.model import ReleaseStatus
 from lending.engine import LendingEngine
+from lending.financing import FinancingSweeper
 from lending.financing import repay as do_repay
 from lending.metrics import EngineMetrics
 from lending.operations import (
@@ -41,6 +42,7 @@ from lending.portfolio_file import (
 )
 from lending.price_file import PriceFileError, read_prices_csv
 from lending.store import latest_snapshots
+from lending.trade import judge_shipment
 from pledgewatch.cli.common import database, fail, now, run, settings_or_exit, stop_on_signals
 from pledgewatch.serve import bind_problem
 
@@ -266,6 +268,9 @@ def engine(
     shards: Annotated[int | None, typer.Option(
         min=1, max=1024, help="shards of the book split between the engines of this database by "
         "leases (default PLEDGEWATCH_ENGINE_SHARDS, 1: no split)")] = None,
+    sweep_every: Annotated[float, typer.Option(
+        min=0, max=86_400, help="seconds between financing sweeps: overdue drawdowns, late "
+        "payables, shipments proven or contradicted by telemetry (0: off)")] = 30.0,
 ) -> None:
     """Run the lending engine: recompute facilities on new telemetry, portfolio changes and time.
     Run several with the same --shards to split the book; a dead one's share is taken over."""
@@ -286,6 +291,9 @@ def engine(
     lending = LendingEngine(url, tick_s=tick, metrics=metrics, shards=shards,
                             lease_poll_s=settings.engine_lease_poll_s)
     split = f", {shards} shards shared by leases" if shards > 1 else ""
+    if sweep_every:
+        FinancingSweeper(url, sweep_every, judge_shipment).start(stop)
+        split += f", financing sweep every {sweep_every:g}s"
     typer.echo(f"lending engine: listening (deadlines every {tick:g}s{split})")
     lending.run(stop)
     typer.echo(f"lending engine stopped: {lending.stats.assessed} assessments, "

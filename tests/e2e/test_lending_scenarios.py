@@ -25,7 +25,8 @@ from firmware_sim.market import scenario_series
 from lending.domain.alerts import AlertType
 from lending.domain.model import ReleaseStatus
 from lending.engine import LendingEngine, start_engine_thread
-from lending.operations import advance_release, load_portfolio, post_prices, repay, request_release
+from lending.financing import repay
+from lending.operations import advance_release, load_portfolio, post_prices, request_release
 from lending.portfolio_file import PortfolioIn
 from pledgewatch.demo_portfolio import price_points
 from telemetry.contract.payload import DeviceInfo

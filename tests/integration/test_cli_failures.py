@@ -131,6 +131,8 @@ LENDING_AND_ACCOUNTS = [
     ["engine"], ["devices", "add", "wh-1", "--tenant", "acme"], ["users", "list"],
     ["api-keys", "list"], ["facility", "limit", "fac-1"], ["alerts", "list"],
     ["inspection", "list"], ["release", "approve", "rel-1"], ["repay", "fac-1", "10"],
+    ["drawdown", "request", "fac-1", "10"], ["drawdown", "list"], ["blacklist", "list"],
+    ["programme", "list"], ["financing", "sweep"],
 ]
 
 

@@ -81,7 +81,8 @@ def test_top_level_help_lists_every_command() -> None:
     result = run("--help")
     text = plain(result)
     assert result.exit_code == 0, text
-    for name in ("migrate", "gateway", "demo", "sim", "serve", "devices", "bench"):
+    for name in ("migrate", "gateway", "demo", "sim", "serve", "devices", "bench", "drawdown",
+                 "blacklist", "programme", "financing"):
         assert re.search(rf"\b{name}\b", text), f"{name} missing: {text}"
 
 
@@ -114,6 +115,17 @@ def bad(*args: str, says: tuple[str, ...]) -> object:
         bad("sim", "--devices", "0", says=("Invalid value for '--devices'",)),
         bad("gateway", "--metrics-port", "abc", says=("Invalid value for '--metrics-port'",)),
         bad("nosuch-command", says=("No such command 'nosuch-command'",)),
+        bad("drawdown", "request", "fac-1", "0", says=("Invalid value for 'amount'",)),
+        bad("drawdown", "request", "fac-1", "nan", says=("Invalid value for 'amount'",)),
+        bad("drawdown", "request", "fac-1", "10", "--tenor", "0",
+            says=("Invalid value for '--tenor'",)),
+        bad("drawdown", "list", "--status", "paid", says=("Invalid value for --status",)),
+        bad("programme", "create", "p-1", "--core", "core", "--line", "1e20",
+            says=("Invalid value for '--line'",)),
+        bad("programme", "create", "p-1", "--core", "core", "--line", "10",
+            "--advance-rate", "1.5", says=("Invalid value for '--advance-rate'",)),
+        bad("blacklist", "add", "sup-1", says=("Missing option '--reason'",)),
+        bad("financing", "sweep", "--every", "-1", says=("Invalid value for '--every'",)),
     ],
 )
 def test_bad_arguments_are_usage_errors(args: list[str], fragments: list[str]) -> None:
