@@ -12,11 +12,12 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
+from functools import partial
 
 import psycopg
 
 from api import accounts
-from firmware_sim.device_models import make_fleet
+from firmware_sim.device_models import DeviceSpec, make_fleet
 from firmware_sim.fleet import FleetStats, run_fleet
 from firmware_sim.market import PRICE_SCENARIOS, PriceTick, price_series
 from gateway.consumer import Gateway
@@ -33,6 +34,7 @@ from lending.operations import (
 )
 from lending.portfolio_file import PortfolioIn
 from lending.trade import judge_shipment
+from pledgewatch import demo_delivery
 from pledgewatch.demo_chain import PROGRAMME, ChainActivity
 from pledgewatch.demo_portfolio import COMMODITIES, CORE, TIGHT_FACILITY, demo_portfolio, price_points
 from pledgewatch.http import create_app
@@ -66,6 +68,7 @@ class DemoOptions:
     scenario: str = "normal"
     price_every_s: float = 5.0
     incident_at_s: float | None = None  # None: settings.demo_incident_at_s, else the default
+    supply_chain: bool = True  # the chain's vouchers and the delivery stories (pledgewatch.demo_*)
 
     @property
     def device_scenario(self) -> str:
@@ -84,7 +87,7 @@ def _say(text: str) -> None:
 
 
 def _prepare_store(endpoints: Endpoints, options: DemoOptions,
-                   settings: Settings) -> list[DeviceInfo]:
+                   settings: Settings) -> tuple[list[DeviceInfo], list[DeviceSpec]]:
     applied = apply_all(endpoints.database_url, time_series_options(settings),
                         on_warning=lambda message: print(f"warning: {message}", file=sys.stderr,
                                                          flush=True))
@@ -98,12 +101,16 @@ def _prepare_store(endpoints: Endpoints, options: DemoOptions,
         loaded = load_portfolio(conn, portfolio, utcnow())
         if options.scenario == "release":
             _release_before_incident(conn, portfolio)
+    delivery: list[DeviceSpec] = []
+    if options.supply_chain:
+        with psycopg.connect(endpoints.database_url, autocommit=True) as conn:
+            delivery = demo_delivery.prepare(conn, TENANT, utcnow())
     _say(f"store: {backend} ({'embedded' if endpoints.embedded_db else 'external'}), "
          f"{len(applied)} migration(s) applied, {new} new device(s), "
          f"{before['readings']:,} readings already stored")
     _say(f"portfolio: {loaded.borrowers} borrowers (a core steelworks, its suppliers and "
          f"distributors), {loaded.facilities} facilities, {loaded.lots} pledged lots")
-    return infos
+    return infos, delivery
 
 
 def _release_before_incident(conn: psycopg.Connection, portfolio: PortfolioIn) -> None:
@@ -223,7 +230,7 @@ def _run_demo(settings: Settings, options: DemoOptions) -> int:
         _say("starting PledgeWatch demo (Ctrl-C stops everything cleanly)")
         endpoints = start_services(settings, stack)
         _say(f"broker: {endpoints.mqtt.url} ({'embedded' if endpoints.embedded_broker else 'external'})")
-        fleet_infos = _prepare_store(endpoints, options, settings)
+        fleet_infos, delivery = _prepare_store(endpoints, options, settings)
 
         metrics = GatewayMetrics()
         gw = Gateway(endpoints.database_url, endpoints.mqtt, gateway_config(settings), metrics)
@@ -242,12 +249,14 @@ def _run_demo(settings: Settings, options: DemoOptions) -> int:
         stack.callback(engine_stop.set)
         feed = PriceFeed(endpoints.database_url, options.scenario, options.price_every_s).start()
         stack.callback(feed.close)
-        FinancingSweeper(endpoints.database_url, 10.0, judge_shipment).start(engine_stop)
-        chain = ChainActivity(endpoints.database_url)
-        chain.start(engine_stop)
-        _say(f"supply chain: programme {PROGRAMME} for {CORE}; every {chain.every_s:g}s a payable "
-             "is confirmed, passed down to tier 2 and 3 and financed (see /dashboard/ and "
-             "`pledgewatch programme list`)")
+        FinancingSweeper(endpoints.database_url, 10.0, partial(
+            judge_shipment, deadline_hours=demo_delivery.DEADLINE_HOURS)).start(engine_stop)
+        if options.supply_chain:
+            chain = ChainActivity(endpoints.database_url)
+            chain.start(engine_stop)
+            _say(f"supply chain: programme {PROGRAMME} for {CORE}; every {chain.every_s:g}s a "
+                 "payable is confirmed, passed down to tier 2 and 3 and financed (see "
+                 "/dashboard/ and `pledgewatch programme list`)")
         _say(f"lending engine: running; live prices every {options.price_every_s:g}s"
              + (f" (steel crashes; watch {TIGHT_FACILITY})" if options.scenario == "price-crash"
                 else "") + "; `pledgewatch facility limit <id>` explains a limit")
@@ -269,7 +278,7 @@ def _run_demo(settings: Settings, options: DemoOptions) -> int:
              f"scenario {options.scenario}"
              + (f" (incident {incident_at:g}s in)" if incident_at is not None
                 and options.device_scenario != "normal" else ""))
-        stats = asyncio.run(_fleet(settings, endpoints, options, Progress(gw, engine)))
+        stats = asyncio.run(_fleet(settings, endpoints, options, Progress(gw, engine), delivery))
         _say(f"fleet stopped: {stats.published:,} published, {stats.acknowledged:,} acknowledged,"
              f" {stats.pending:,} still pending")
     _say("stopped cleanly; data stays in " + str(settings.state_dir))
@@ -277,7 +286,7 @@ def _run_demo(settings: Settings, options: DemoOptions) -> int:
 
 
 async def _fleet(settings: Settings, endpoints: Endpoints, options: DemoOptions,
-                 progress: Progress) -> FleetStats:
+                 progress: Progress, delivery_specs: list[DeviceSpec]) -> FleetStats:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -287,10 +296,22 @@ async def _fleet(settings: Settings, endpoints: Endpoints, options: DemoOptions,
     incident_at = _incident_at_s(options, settings)
     if incident_at is not None:
         fleet = [replace(s, parameters={**s.parameters, "incident_at_s": incident_at}) for s in fleet]
-    return await run_fleet(
-        fleet, host=target.host, port=target.port,
-        username=target.username, password=target.password, rate_hz=options.rate_hz,
-        duration_s=options.duration_s, scenario=options.device_scenario,
-        state_dir=settings.state_dir, protocol=target.protocol, stop=stop,
-        on_progress=progress, progress_every_s=2.0,
-    )
+    delivery = None if not delivery_specs else asyncio.create_task(demo_delivery.play(
+        endpoints.database_url, delivery_specs, host=target.host, port=target.port,
+        username=target.username, password=target.password, protocol=target.protocol,
+        state_dir=settings.state_dir / "delivery", stop=stop, say=_say))
+    try:
+        return await run_fleet(
+            fleet, host=target.host, port=target.port,
+            username=target.username, password=target.password, rate_hz=options.rate_hz,
+            duration_s=options.duration_s, scenario=options.device_scenario,
+            state_dir=settings.state_dir, protocol=target.protocol, stop=stop,
+            on_progress=progress, progress_every_s=2.0,
+        )
+    finally:
+        stop.set()
+        if delivery is not None:
+            try:
+                await asyncio.wait_for(delivery, 20.0)
+            except Exception as exc:  # noqa: BLE001 - the demo's delivery must not fail the demo
+                log.warning("demo delivery: %r", exc)

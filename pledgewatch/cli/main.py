@@ -154,6 +154,10 @@ def demo(
     rate: RateOption = 1.0,
     duration: DurationOption = None,
     scenario: ScenarioOption = "normal",
+    supply_chain: Annotated[bool, typer.Option(
+        help="also run the supply chain: the steelworks' payables passed down to tier 3 and "
+             "financed, and a truck's delivery proven by telemetry beside one that never "
+             "leaves (6 more devices)")] = True,
 ) -> None:
     """Run the whole platform (store, broker, gateway, HTTP, simulated fleet) until Ctrl-C."""
     settings = settings_or_exit()
@@ -168,7 +172,8 @@ def demo(
     if settings.mqtt_url is not None:
         check_broker(parse_mqtt_url(settings.mqtt_url, protocol=settings.mqtt_protocol))
     with clean_failures():
-        code = run_demo(settings, DemoOptions(devices, rate, duration, scenario))
+        code = run_demo(settings, DemoOptions(devices, rate, duration, scenario,
+                                                 supply_chain=supply_chain))
     raise typer.Exit(code)
 
 

@@ -71,7 +71,8 @@ def browser_page() -> Iterator[tuple[Any, BrowserLog]]:
 def test_officer_sees_a_theft_alert_arrive_live_and_acknowledges_it(
         start_demo: Callable[..., Demo], browser_page: tuple[Any, BrowserLog]) -> None:
     page, log = browser_page
-    demo = start_demo("--devices", "8", "--rate", "5", "--duration", "80", "--scenario", "theft",
+    demo = start_demo("--no-supply-chain", "--devices", "8", "--rate", "5", "--duration", "80",
+                      "--scenario", "theft",
                       env={"PLEDGEWATCH_DEMO_INCIDENT_AT_S": str(INCIDENT_AT_S)})
     dashboard = demo.wait_for(DASHBOARD, timeout=60)
 

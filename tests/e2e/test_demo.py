@@ -83,7 +83,8 @@ def wait_for_fleet_in_store(demo: Demo, base: str, token: str, timeout: float, m
 
 def test_demo_serves_live_data_and_keeps_it_across_a_restart(start_demo: Callable[..., Demo]
                                                              ) -> None:
-    first = start_demo("--devices", str(DEVICES), "--rate", "5", "--duration", "6")
+    first = start_demo("--no-supply-chain", "--devices", str(DEVICES), "--rate", "5",
+                       "--duration", "6")
     store = first.wait_for(STORE, timeout=60)
     assert store["backend"] == "plain PostgreSQL"
     assert (number(store["migrations"]), store["new"], store["stored"]) == (
@@ -128,7 +129,8 @@ def test_demo_serves_live_data_and_keeps_it_across_a_restart(start_demo: Callabl
     stored_by_gateway = [int(m["stored"]) for line in first.lines
                          if (m := GATEWAY_STOPPED.search(line))]
 
-    second = start_demo("--devices", str(DEVICES), "--rate", "5", "--duration", "4")
+    second = start_demo("--no-supply-chain", "--devices", str(DEVICES), "--rate", "5",
+                        "--duration", "4")
     store = second.wait_for(STORE, timeout=60)
     kept = number(store["stored"])
     assert (store["migrations"], store["new"]) == ("0", "0"), second.output
@@ -147,7 +149,8 @@ def test_demo_serves_live_data_and_keeps_it_across_a_restart(start_demo: Callabl
 
 
 def test_demo_theft_scenario_raises_outbound_alerts(start_demo: Callable[..., Demo]) -> None:
-    demo = start_demo("--devices", str(DEVICES), "--rate", "5", "--duration", "14",
+    demo = start_demo("--no-supply-chain", "--devices", str(DEVICES), "--rate", "5",
+                      "--duration", "14",
                       "--scenario", "theft")
     demo.wait_for(HTTP, timeout=60)
     base, token = officer_token(demo)
@@ -165,3 +168,40 @@ def test_demo_theft_scenario_raises_outbound_alerts(start_demo: Callable[..., De
     assert {a["lot_id"] for a in alerts} == {f"lot-wh-000{i}" for i in range(1, 5)}, alerts
     assert all(a["severity"] == "critical" and a["evidence"] for a in alerts), alerts
     assert demo.wait_exit(timeout=60) == 0, demo.output
+
+
+DELIVERY_DONE = re.compile(r"^delivery: (?P<real>ar-dlv-real-\d+) (?P<outcome>[\w ]+) \(proven by "
+                           r"telemetry.*; (?P<phantom>ar-dlv-phantom-\d+) (?P<flag>[\w ]+) \(a "
+                           r"fictitious_trade alert\)$")
+
+
+def test_demo_supply_chain_moves_vouchers_and_proves_a_delivery_by_its_truck(
+        start_demo: Callable[..., Demo]) -> None:
+    """The supply chain over the real broker, store and API: a truck's route proves one invoice
+    and the truck that never left flags the other; the steelworks' payables reach tier 3."""
+    demo = start_demo("--devices", "4", "--rate", "1", "--duration", "75")
+    base, token = officer_token(demo)
+    done = demo.wait_for(DELIVERY_DONE, timeout=120)
+    assert (done["outcome"], done["flag"]) == ("verified", "contradicted"), demo.output
+    receivables = {r["receivable_id"]: r for r in get_json(
+        f"{base}/api/v1/receivables?limit=500", token)["items"]}
+    real, phantom = receivables[done["real"]], receivables[done["phantom"]]
+    assert real["trade_status"] == "verified" and real["verified_by"] == "telemetry"
+    assert real["trade_evidence"]["checks"]["arrived_and_stopped"] is True
+    assert real["confirmed_at"] is not None, "the steelworks confirmed the proven delivery"
+    assert phantom["trade_status"] == "contradicted" and phantom["verified"] is False
+    flags = get_json(f"{base}/api/v1/alerts?type=fictitious_trade", token)["items"]
+    assert [a["evidence"]["receivable_id"] for a in flags] == [done["phantom"]]
+
+    chain = get_json(f"{base}/api/v1/programmes/steel-chain/chain", token)
+    vouchers = chain["vouchers"]
+    holders = {v["holder_id"] for v in vouchers}
+    assert {"sup-ore-trading", "sup-scrap-metals", "sup-grain-coop"} <= holders, vouchers
+    tier3 = [v for v in vouchers if v["holder_id"] == "sup-grain-coop"]
+    assert tier3 and all(v["status"] == "financed" for v in tier3), tier3
+    detail = get_json(f"{base}/api/v1/vouchers/{tier3[0]['voucher_id']}", token)
+    assert detail["tier"] == 3 and detail["confirmation"]["debtor_id"] == "core-steelworks"
+    assert sum(v["amount"] for v in vouchers
+               if v["root_id"] == detail["root_id"] and v["status"] != "spent") == \
+        detail["path"][0]["amount"]
+    assert demo.wait_exit(timeout=90) == 0, demo.output
