@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DASHBOARD := api/dashboard
 NPM_STAMP := $(DASHBOARD)/node_modules/.installed
 
-.PHONY: install system-deps demo test test-unit test-integration test-e2e lint bench clean
+.PHONY: sdk-schema install system-deps demo test test-unit test-integration test-e2e lint bench clean
 
 install: $(STAMP) system-deps $(NPM_STAMP)
 
@@ -86,6 +86,10 @@ bench: install
 	$(BIN)/pledgewatch bench detection
 	$(BIN)/pledgewatch bench chaos
 	$(BIN)/pledgewatch bench engine --facilities 1000 --lots-per-facility 5
+
+# After an API change: update sdk/pledgewatch_sdk, then refresh the schema copy the SDK test checks.
+sdk-schema: install
+	$(BIN)/python -m tests.unit.test_sdk_schema
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache \

@@ -45,15 +45,17 @@ def _ltv_lines(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def facility_limit(conn: psycopg.Connection, scope: Scope, facility_id: str) -> dict[str, Any] | None:
-    """On the API's hot path: the scope goes into the SQL text only when there is one (two
+    """The limit and LTV of the latest snapshot; outstanding and available from the live,
+    derived outstanding (a drawdown or repayment shows at once, before the engine's next pass).
+    On the API's hot path: the scope goes into the SQL text only when there is one (two
     statements, each prepared with a generic plan), and amounts come back as float8, the shape the
     API answers with, instead of Decimals that are converted afterwards."""
     in_scope = "" if scope is None else " AND f.borrower_id = %(scope)s"
     rows = _dicts(conn, f"""
         SELECT f.facility_id, f.borrower_id, f.currency, f.line::float8 AS line, f.terms,
                s.id AS snapshot_id, s.time, s.credit_limit::float8 AS "limit",
-               s.available::float8 AS available,
-               coalesce(s.outstanding, f.outstanding)::float8 AS outstanding,
+               greatest(0, s.credit_limit - f.outstanding)::float8 AS available,
+               f.outstanding::float8 AS outstanding,
                s.collateral_value::float8 AS collateral_value,
                s.trusted_collateral_value::float8 AS trusted_collateral_value, s.ltv
         FROM facilities f {LATEST_SNAPSHOT}
@@ -66,8 +68,9 @@ def facilities(conn: psycopg.Connection, scope: Scope, limit: int, offset: int,
     """The portfolio, riskiest first: open critical alerts, then LTV against the liquidation line."""
     rows = _dicts(conn, f"""
         SELECT f.facility_id, f.borrower_id, b.name AS borrower_name, f.currency, f.line, f.terms,
-               s.id AS snapshot_id, s.time, s.credit_limit AS "limit", s.available,
-               coalesce(s.outstanding, f.outstanding) AS outstanding, s.collateral_value,
+               s.id AS snapshot_id, s.time, s.credit_limit AS "limit",
+               greatest(0, s.credit_limit - f.outstanding) AS available,
+               f.outstanding, s.collateral_value,
                s.trusted_collateral_value, s.ltv,
                coalesce(a.open, 0) AS open_alerts, coalesce(a.critical, 0) AS critical_alerts
         FROM facilities f JOIN borrowers b USING (borrower_id) {LATEST_SNAPSHOT}

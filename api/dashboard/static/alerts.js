@@ -3,8 +3,8 @@
 import { api } from './api.js';
 import { fmt, h, pill, replace } from './dom.js';
 
-const SEVERITY = { critical: 'danger', warning: 'warn', info: 'neutral' };
-const STATUS = { open: 'danger', acknowledged: 'warn', resolved: 'ok' };
+export const SEVERITY = { critical: 'danger', warning: 'warn', info: 'neutral' };
+export const STATUS = { open: 'danger', acknowledged: 'warn', resolved: 'ok' };
 
 function isPairs(value) {
   return Array.isArray(value) && value.length > 1 && value.every((v) => Array.isArray(v) && v.length === 2);
@@ -43,7 +43,7 @@ function sparkline(samples) {
     h('span.muted', {}, `${samples.length} samples · ${fmt.qty(values[0])} → ${fmt.qty(values.at(-1))}`));
 }
 
-function evidenceTable(evidence, depth = 0) {
+export function evidenceTable(evidence, depth = 0) {
   const rows = Object.entries(evidence || {}).map(([key, value]) => {
     let shown;
     if (isPairs(value) && value.every((s) => typeof s[1] === 'number')) shown = sparkline(value);
@@ -55,12 +55,17 @@ function evidenceTable(evidence, depth = 0) {
   return h('table.evidence', {}, h('tbody', {}, rows));
 }
 
-function alertItem(alert, { onChanged, fresh, open }) {
+/**
+ * The officer's actions on one alert: Acknowledge (open alerts) and Resolve… with a comment (any
+ * alert not yet resolved). Returns { actions, resolveForm }; onChanged() runs after a change.
+ */
+export function alertActions(alert, { onChanged }) {
   const error = h('span.form-error');
   const act = (path, body) => async (event) => {
     event.target.disabled = true;
     try {
       await api(`/alerts/${alert.id}/${path}`, { method: 'POST', body });
+      resolveForm.hidden = true; // done: an open form would hold back the refresh (busy())
       onChanged();
     } catch (e) {
       error.textContent = e.message;
@@ -91,12 +96,21 @@ function alertItem(alert, { onChanged, fresh, open }) {
       }, 'Resolve…')
       : null,
     error);
+  return { actions, resolveForm };
+}
 
-  const trail = [
+/** Who acknowledged and resolved the alert, and its cure deadline, in one line. */
+export function alertTrail(alert) {
+  return [
     alert.acknowledged_at ? `acknowledged by ${alert.acknowledged_by} ${fmt.ago(alert.acknowledged_at)}` : null,
     alert.resolved_at ? `resolved by ${alert.resolved_by} ${fmt.ago(alert.resolved_at)}` : null,
     alert.cure_deadline && alert.status !== 'resolved' ? `cure by ${fmt.time(alert.cure_deadline)}` : null,
   ].filter(Boolean).join(' · ');
+}
+
+function alertItem(alert, { onChanged, fresh, open }) {
+  const { actions, resolveForm } = alertActions(alert, { onChanged });
+  const trail = alertTrail(alert);
 
   return h(`li.timeline-item.sev-${alert.severity}${fresh ? '.fresh' : ''}`, {
     dataset: { alertId: alert.id, type: alert.type, status: alert.status },

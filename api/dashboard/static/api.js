@@ -71,17 +71,56 @@ export async function api(path, { method = 'GET', body } = {}) {
 
 // Endpoints that may not exist on every server yet (lots, releases, devices): the dashboard asks
 // the OpenAPI document once and leaves out what is missing instead of calling it.
+let openapi = null;
+async function openApiDocument() {
+  if (openapi === null) {
+    try {
+      const response = await fetch('/openapi.json');
+      openapi = response.ok ? await response.json() : undefined;
+    } catch {
+      openapi = undefined;
+    }
+  }
+  return openapi;
+}
+
 let paths = null;
 async function knownPaths() {
   if (paths === null) {
-    try {
-      const response = await fetch('/openapi.json');
-      paths = response.ok ? new Set(Object.keys((await response.json()).paths || {})) : undefined;
-    } catch {
-      paths = undefined;
-    }
+    const doc = await openApiDocument();
+    paths = doc ? new Set(Object.keys(doc.paths || {})) : undefined;
   }
   return paths;
+}
+
+function enumValues(schema, doc, depth = 0) {
+  if (!schema || depth > 4) return [];
+  if (Array.isArray(schema.enum)) return schema.enum;
+  if (typeof schema.$ref === 'string' && schema.$ref.startsWith('#/components/schemas/')) {
+    return enumValues(doc.components?.schemas?.[schema.$ref.split('/').pop()], doc, depth + 1);
+  }
+  return [...(schema.anyOf || []), ...(schema.oneOf || [])].flatMap((s) => enumValues(s, doc, depth + 1));
+}
+
+/** The values the query parameter `name` of `GET path` accepts, from the OpenAPI document. */
+export async function queryValues(path, name) {
+  const doc = await openApiDocument();
+  const parameters = doc?.paths?.[API + path]?.get?.parameters || [];
+  const parameter = parameters.find((p) => p.in === 'query' && p.name === name);
+  return enumValues(parameter?.schema, doc);
+}
+
+/** Every item of a paged list (`path` with its query), asking `pageSize` at a time, up to `max`. */
+export async function allPages(path, { pageSize = 500, max = 10000 } = {}) {
+  const items = [];
+  const join = path.includes('?') ? '&' : '?';
+  let offset = 0;
+  while (offset !== null && items.length < max) {
+    const page = await api(`${path}${join}limit=${pageSize}&offset=${offset}`);
+    items.push(...page.items);
+    offset = page.next_offset;
+  }
+  return items;
 }
 
 /** `api(path)` if the server has the endpoint, else `null`. */

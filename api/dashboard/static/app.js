@@ -1,7 +1,10 @@
-// PledgeWatch dashboard: hash routes (#/login, #/, #/facility/<id>), one live event stream.
+// PledgeWatch dashboard: hash routes (#/login, #/, #/facility/<id>, #/alerts?<filters>, #/map),
+// one live event stream.
+import { alertsView } from './alertspage.js';
 import { api, liveEvents, login, session, whenUnauthorized } from './api.js';
 import { h, replace } from './dom.js';
 import { facilityView } from './facility.js';
+import { mapView } from './mappage.js';
 import { portfolioView } from './portfolio.js';
 
 const main = document.getElementById('main');
@@ -89,11 +92,21 @@ function route() {
   }
   showSession(true);
   startLive();
-  const facility = hash.match(/^#\/facility\/([^/?]+)/);
+  const [nav, show] = page(hash);
   for (const link of document.querySelectorAll('[data-nav]')) {
-    link.classList.toggle('active', !facility && link.dataset.nav === 'portfolio');
+    link.classList.toggle('active', link.dataset.nav === nav);
   }
-  view = facility ? facilityView(main, decodeURIComponent(facility[1])) : portfolioView(main);
+  view = show();
+}
+
+/** The page for a hash: [the nav entry to highlight (or null), a function that shows it]. */
+function page(hash) {
+  const facility = hash.match(/^#\/facility\/([^/?]+)/);
+  if (facility) return [null, () => facilityView(main, decodeURIComponent(facility[1]))];
+  const alerts = hash.match(/^#\/alerts\/?(?:\?(.*))?$/);
+  if (alerts) return ['alerts', () => alertsView(main, new URLSearchParams(alerts[1] || ''))];
+  if (/^#\/map\/?$/.test(hash)) return ['map', () => mapView(main)];
+  return ['portfolio', () => portfolioView(main)];
 }
 
 whenUnauthorized(() => {

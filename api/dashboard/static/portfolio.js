@@ -1,5 +1,6 @@
 // Portfolio: every facility with limit, drawn, available, LTV against its lines and open alerts,
-// riskiest first (the API's order), plus the newest active alerts. Refreshed on live events.
+// riskiest first (the API's order), plus the newest active alerts (the Alerts page has them all).
+// Refreshed on live events.
 import { api } from './api.js';
 import { fmt, h, ltvBar, ltvPill, note, pill, replace, throttle } from './dom.js';
 
@@ -75,12 +76,14 @@ export function portfolioView(container) {
   const table = h('div.card-body.flush', {}, h('p.loading', {}, 'Loading facilities…'));
   const feed = h('div.card-body', {}, h('p.loading', {}, 'Loading alerts…'));
   const updated = h('span.muted');
+  const shownAlerts = h('span.muted');
   replace(container,
     h('div.page-head', {}, h('h1', {}, 'Portfolio'), updated),
     kpis,
     h('section.card', {}, h('header.card-head', {}, h('h2', {}, 'Facilities by risk'),
       h('span.muted', {}, 'critical alerts first, then LTV against the liquidation line')), table),
-    h('section.card', {}, h('header.card-head', {}, h('h2', {}, 'Active alerts')), feed));
+    h('section.card', {}, h('header.card-head', {}, h('h2', {}, 'Active alerts'), shownAlerts,
+      h('a.card-link#all-alerts', { href: '#/alerts' }, 'All alerts, with filters →')), feed));
 
   let gone = false;
   async function load() {
@@ -91,6 +94,9 @@ export function portfolioView(container) {
       replace(kpis, summary(facilities.items));
       replace(table, facilityTable(facilities.items));
       replace(feed, alertList(alerts.items));
+      const open = facilities.items.reduce((total, f) => total + (f.open_alerts || 0), 0);
+      shownAlerts.textContent = alerts.items.length < open
+        ? `newest ${alerts.items.length} of ${open}` : '';
       updated.textContent = `updated ${fmt.time(new Date())}`;
     } catch (error) {
       if (!gone && error.status !== 401) replace(table, note(error.message, 'error'));

@@ -96,7 +96,7 @@ def test_a_drawdown_within_the_limit_is_approved_at_once_and_a_retry_never_pays_
     assert other.status_code == 422 and "Idempotency-Key" in other.json()["detail"]
     missing = api.post("/api/v1/drawdowns", headers=as_a, json={
         "facility_id": FAC[A], "amount": 1, "currency": "CNY", "tenor_days": 1, "purpose": "x"})
-    assert missing.status_code == 400 and "Idempotency-Key" in missing.json()["detail"]
+    assert missing.status_code == 422 and "Idempotency-Key" in missing.json()["detail"]
 
     listed = api.get("/api/v1/drawdowns", headers=as_a, params={"facility_id": FAC[A]}).json()
     ids = {d["drawdown_id"]: d for d in listed["items"]}
