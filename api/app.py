@@ -72,11 +72,18 @@ def create_app(database_url: str, config: ApiConfig, *, registry: CollectorRegis
                on_stop: list[Hook] | None = None) -> FastAPI:
     pool = ConnectionPool(database_url, min_size=1, max_size=pool_size, open=False,
                           kwargs={"autocommit": True}, name="api")
+    # Credential look-ups (a cache miss in api.deps.current_principal) take their connection from
+    # a pool of their own: a route holding one of `pool`'s connections while its caller's key is
+    # looked up must not wait for a second one (with as many such requests as connections, every
+    # one of them would wait out the pool timeout).
+    auth_pool = ConnectionPool(database_url, min_size=1, max_size=max(2, pool_size // 2),
+                               open=False, kwargs={"autocommit": True}, name="api-auth")
     hub = LiveHub(database_url) if live else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool.open()
+        auth_pool.open()
         if hub is not None:
             hub.start()
         for hook in on_start or ():
@@ -92,6 +99,7 @@ def create_app(database_url: str, config: ApiConfig, *, registry: CollectorRegis
                 hook(app)
             if hub is not None:
                 hub.stop()
+            auth_pool.close()
             pool.close()
 
     # Swagger UI from node_modules/swagger-ui-dist (a checkout after `make install`, or the installed
@@ -105,6 +113,7 @@ def create_app(database_url: str, config: ApiConfig, *, registry: CollectorRegis
                     "with the OAuth2 password flow; enterprises send an `X-API-Key`. Errors are "
                     "RFC 9457 problem details; lists paginate with `limit` and `offset`.")
     app.state.pool = pool
+    app.state.auth_pool = auth_pool
     app.state.registry = registry
     app.state.extra_registries = []  # more processes' parts served on /metrics (the notifier)
     app.state.api_config = config

@@ -89,7 +89,17 @@ async def with_conn(request: Request, fn: Callable[Concatenate[psycopg.Connectio
     """``fn(conn, *args)`` on a pooled connection in one worker thread: for ``async def`` routes on
     the hot path. A sync route with ``ConnDep`` costs several thread hand-offs per request (the
     generator dependency's enter and exit, the route, response validation); this costs one."""
-    pool: ConnectionPool = request.app.state.pool
+    return await _on_pool(request.app.state.pool, fn, *args, **kwargs)
+
+
+async def _auth_lookup(request: Request, fn: Callable[Concatenate[psycopg.Connection, P], R],
+                       *args: P.args, **kwargs: P.kwargs) -> R:
+    """A credential look-up, on the auth pool: never waits for a connection a route holds."""
+    return await _on_pool(request.app.state.auth_pool, fn, *args, **kwargs)
+
+
+async def _on_pool(pool: ConnectionPool, fn: Callable[Concatenate[psycopg.Connection, P], R],
+                   *args: P.args, **kwargs: P.kwargs) -> R:
 
     def call() -> R:
         with pool.connection(timeout=5) as conn:
@@ -133,7 +143,7 @@ async def current_principal(
         assert key is not None
         found = cache.get(("key", key))
         if found is None:
-            found = (await with_conn(request, _key_principal, api_key_digest(key))
+            found = (await _auth_lookup(request, _key_principal, api_key_digest(key))
                      if 0 < len(key) <= 200 else None)
             if found is None:
                 raise ApiProblem(401, "the API key is unknown or revoked", UNAUTHORIZED)
@@ -148,8 +158,8 @@ async def current_principal(
             session = read_session(config.jwt_secret, token)
         except TokenError as exc:
             raise ApiProblem(401, str(exc), UNAUTHORIZED) from None
-        found = await with_conn(request, _user_principal, session.username, session.role,
-                                session.epoch)
+        found = await _auth_lookup(request, _user_principal, session.username, session.role,
+                                   session.epoch)
         if found is None:
             raise ApiProblem(401, "this token is no longer valid (the account was disabled, "
                                   "changed its password or is gone); log in again", UNAUTHORIZED)

@@ -94,27 +94,44 @@ def get_drawdown(conn: psycopg.Connection, drawdown_id: str, scope: str | None =
     return row
 
 
-def _context(cur: psycopg.Cursor[Row], facility: Row) -> DrawdownContext:
-    fid = facility["facility_id"]
-    limit = cur.execute("SELECT credit_limit FROM limit_snapshots WHERE facility_id = %s"
-                        " ORDER BY time DESC, id DESC LIMIT 1", (fid,)).fetchone()
-    critical = cur.execute("SELECT type FROM alerts WHERE facility_id = %s AND status <> 'resolved'"
-                           " AND severity = 'critical'", (fid,)).fetchall()
-    black = cur.execute("SELECT reason FROM blacklist WHERE borrower_id = %s AND removed_at IS NULL",
-                        (facility["borrower_id"],)).fetchone()
+def _context(cur: psycopg.Cursor[Row], facility: Row, read: Row | None = None) -> DrawdownContext:
+    """What the decision reads, in one statement: the latest limit, the open critical alerts and
+    the blacklist entry. ``read``: that statement's row when the caller has already run it
+    (:func:`request_drawdown` sends it with the lock)."""
+    if read is None:
+        read = cur.execute(_CONTEXT_SQL, {"fid": facility["facility_id"], "by": None,
+                                          "key": None}).fetchone()
+        assert read is not None
     return DrawdownContext(
         facility_currency=facility["currency"],
-        credit_limit=None if limit is None else Decimal(limit["credit_limit"]),
+        credit_limit=None if read["credit_limit"] is None else Decimal(read["credit_limit"]),
         outstanding=Decimal(facility["outstanding"]),
-        critical_alerts=[r["type"] for r in critical],
-        blacklisted=None if black is None else black["reason"])
+        critical_alerts=list(read["critical"]),
+        blacklisted=read["blacklisted"])
+
+
+# One statement, one snapshot taken after the facility's lock is held: the latest limit snapshot,
+# the facility's open critical alerts, the borrower's blacklist entry, and the drawdown an earlier
+# request with this caller's Idempotency-Key made (NULLs without a key).
+_CONTEXT_SQL = (
+    "SELECT (SELECT credit_limit FROM limit_snapshots WHERE facility_id = %(fid)s"
+    "        ORDER BY time DESC, id DESC LIMIT 1) AS credit_limit,"
+    " ARRAY(SELECT type FROM alerts WHERE facility_id = %(fid)s AND status <> 'resolved'"
+    "       AND severity = 'critical') AS critical,"
+    " (SELECT reason FROM blacklist WHERE borrower_id = (SELECT borrower_id FROM facilities"
+    "  WHERE facility_id = %(fid)s) AND removed_at IS NULL LIMIT 1) AS blacklisted,"
+    " k.drawdown_id, k.request_hash"
+    " FROM (SELECT 1) one LEFT JOIN drawdowns k"
+    "   ON k.requested_by = %(by)s AND k.idempotency_key = %(key)s")
+
+
+_LOCK_FACILITY = (
+    "SELECT facility_id, borrower_id, currency, outstanding FROM facilities"
+    " WHERE facility_id = %s AND (%s::text IS NULL OR borrower_id = %s) FOR UPDATE")
 
 
 def _lock_facility(cur: psycopg.Cursor[Row], facility_id: str, scope: str | None) -> Row:
-    facility = cur.execute(
-        "SELECT facility_id, borrower_id, currency, outstanding FROM facilities"
-        " WHERE facility_id = %s AND (%s::text IS NULL OR borrower_id = %s) FOR UPDATE",
-        (facility_id, scope, scope)).fetchone()
+    facility = cur.execute(_LOCK_FACILITY, (facility_id, scope, scope)).fetchone()
     if facility is None:
         raise NotFound("facility", facility_id)
     return facility
@@ -127,7 +144,11 @@ def request_drawdown(conn: psycopg.Connection, facility_id: str, amount: Decimal
     """Decide a drawdown in the transaction that locks its facility: approved (and outstanding up)
     at once when it fits the live available limit and nothing bars it, else pending for an
     officer with the reasons. Returns (the drawdown, True) or, for a retry with the same
-    Idempotency-Key, (the drawdown the first attempt made, False)."""
+    Idempotency-Key, (the drawdown the first attempt made, False).
+
+    Two round trips in a pipeline: BEGIN, the lock and what the decision reads (one statement,
+    run after the lock is granted); then the INSERT returning the drawdown, the engines'
+    notification and COMMIT."""
     try:
         cents = money(amount)
         due = maturity(now, tenor_days)
@@ -135,29 +156,41 @@ def request_drawdown(conn: psycopg.Connection, facility_id: str, amount: Decimal
         raise InvalidRequest(str(exc)) from None
     digest = request_hash(facility_id, cents, currency, tenor_days, purpose)
     try:
-        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            facility = _lock_facility(cur, facility_id, scope)
-            earlier = _by_key(cur, by, idempotency_key, digest)
-            if earlier is not None:
-                return earlier, False
-            try:
-                decision = decide_drawdown(cents, currency, _context(cur, facility))
-            except FinancingError as exc:
-                raise InvalidRequest(str(exc)) from None
-            drawdown_id = f"dd-{secrets.token_hex(8)}"
-            cur.execute(
-                "INSERT INTO drawdowns (drawdown_id, facility_id, amount, currency, tenor_days,"
-                " purpose, status, reasons, requested_by, requested_at, decided_by, decided_at,"
-                " maturity, idempotency_key, request_hash)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (drawdown_id, facility_id, cents, currency, tenor_days, purpose,
-                 "approved" if decision.approved else "pending", Jsonb(list(decision.reasons)),
-                 by, now, "auto" if decision.approved else None,
-                 now if decision.approved else None, due if decision.approved else None,
-                 idempotency_key, digest))
-            if decision.approved:
-                notify_lending(conn, [facility_id])
-            row = _drawdown(cur, drawdown_id)
+        with conn.pipeline(), conn.cursor(row_factory=dict_row) as cur, \
+                conn.cursor(row_factory=dict_row) as read:
+            with conn.transaction():
+                cur.execute(_LOCK_FACILITY, (facility_id, scope, scope))
+                read.execute(_CONTEXT_SQL, {"fid": facility_id, "by": by,
+                                            "key": idempotency_key})
+                facility = cur.fetchone()  # one round trip for BEGIN, the lock and the read
+                if facility is None:
+                    raise NotFound("facility", facility_id)
+                context = read.fetchone()
+                assert context is not None
+                earlier = _by_key(cur, by, idempotency_key, digest, found=context)
+                if earlier is not None:
+                    return earlier, False
+                try:
+                    decision = decide_drawdown(cents, currency, _context(cur, facility, context))
+                except FinancingError as exc:
+                    raise InvalidRequest(str(exc)) from None
+                drawdown_id = f"dd-{secrets.token_hex(8)}"
+                cur.execute(
+                    "WITH d AS (INSERT INTO drawdowns (drawdown_id, facility_id, amount, currency,"
+                    " tenor_days, purpose, status, reasons, requested_by, requested_at, decided_by,"
+                    " decided_at, maturity, idempotency_key, request_hash)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    f" RETURNING *) SELECT {DRAWDOWN_COLUMNS} FROM d"
+                    " JOIN facilities f USING (facility_id)",
+                    (drawdown_id, facility_id, cents, currency, tenor_days, purpose,
+                     "approved" if decision.approved else "pending",
+                     Jsonb(list(decision.reasons)), by, now,
+                     "auto" if decision.approved else None,
+                     now if decision.approved else None, due if decision.approved else None,
+                     idempotency_key, digest))
+                if decision.approved:
+                    notify_lending(conn, [facility_id])
+            row = cur.fetchone()  # sent with the COMMIT: no round trip of its own
             assert row is not None
             return row, True
     except psycopg.errors.UniqueViolation:
@@ -169,10 +202,16 @@ def request_drawdown(conn: psycopg.Connection, facility_id: str, amount: Decimal
         return earlier, False
 
 
-def _by_key(cur: psycopg.Cursor[Row], by: str, key: str, digest: str) -> Row | None:
-    found = cur.execute("SELECT drawdown_id, request_hash FROM drawdowns"
-                        " WHERE requested_by = %s AND idempotency_key = %s", (by, key)).fetchone()
+def _by_key(cur: psycopg.Cursor[Row], by: str, key: str, digest: str,
+            found: Row | None = None) -> Row | None:
+    """The drawdown an earlier request with this caller's key made (IdempotencyMismatch if that
+    request differed). ``found``: its drawdown_id and request_hash (both None: no such request)
+    when the caller has read them already."""
     if found is None:
+        found = cur.execute("SELECT drawdown_id, request_hash FROM drawdowns"
+                            " WHERE requested_by = %s AND idempotency_key = %s",
+                            (by, key)).fetchone()
+    if found is None or found["drawdown_id"] is None:
         return None
     if found["request_hash"] != digest:
         raise IdempotencyMismatch(
@@ -509,11 +548,12 @@ def list_vouchers(conn: psycopg.Connection, scope: str | None, limit: int, offse
 
 def _spend(cur: psycopg.Cursor[Row], voucher_id: str, holder: str | None, to: str) -> Row:
     """Spend an active voucher exactly once: one conditional UPDATE; a concurrent spender waits
-    on the row and then finds it no longer active."""
+    on the row and then finds it no longer active. The row carries its programme's core_id."""
     row = cur.execute(
-        "UPDATE vouchers SET status = %s WHERE voucher_id = %s AND status = 'active'"
+        "UPDATE vouchers v SET status = %s WHERE voucher_id = %s AND status = 'active'"
         " AND (%s::text IS NULL OR holder_id = %s)"
-        " RETURNING voucher_id, programme_id, receivable_id, root_id, holder_id, amount, maturity",
+        " RETURNING voucher_id, programme_id, receivable_id, root_id, holder_id, amount, maturity,"
+        " (SELECT p.core_id FROM programmes p WHERE p.programme_id = v.programme_id) AS core_id",
         (to, voucher_id, holder, holder)).fetchone()
     if row is None:
         state = cur.execute("SELECT status, holder_id FROM vouchers WHERE voucher_id = %s",
@@ -528,24 +568,27 @@ def transfer_voucher(conn: psycopg.Connection, voucher_id: str, to_id: str,
                      amount: Decimal | float, *, holder: str, by: str, now: datetime) -> Row:
     """The holder transfers ``amount`` of a voucher to a member of the same core enterprise's
     chain: the voucher is spent into the transferred part and, if any, the part the holder keeps.
-    Returns the new holder's voucher (with its path)."""
+    Returns the new holder's voucher (with its path).
+
+    In a pipeline: BEGIN, the recipient's chain and the spend go in one round trip; the children
+    (one INSERT) go with the first read of the new voucher (:func:`_voucher`)."""
     try:
         cents = money(amount)
     except FinancingError as exc:
         raise InvalidRequest(str(exc)) from None
-    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+    with conn.pipeline(), conn.cursor(row_factory=dict_row) as cur, \
+            conn.cursor(row_factory=dict_row) as recipient, conn.transaction():
+        recipient.execute("SELECT core_id FROM borrowers WHERE borrower_id = %s", (to_id,))
         spent = _spend(cur, voucher_id, holder, "spent")  # rolled back with any refusal below
         if to_id == holder:
             raise InvalidRequest("a voucher is transferred to another chain member, not to yourself")
         if spent["maturity"] <= now:
             raise LendingError(f"voucher {voucher_id} has matured: it is paid, not transferred")
-        core = cur.execute("SELECT core_id FROM programmes WHERE programme_id = %s",
-                           (spent["programme_id"],)).fetchone()
-        assert core is not None
-        member = cur.execute("SELECT core_id FROM borrowers WHERE borrower_id = %s",
-                             (to_id,)).fetchone()
-        if member is None or member["core_id"] != core["core_id"]:
-            raise InvalidRequest(f"{to_id} is not a member of {core['core_id']}'s chain")
+        core_id = spent["core_id"]
+        assert core_id is not None
+        member = recipient.fetchone()
+        if member is None or member["core_id"] != core_id:
+            raise InvalidRequest(f"{to_id} is not a member of {core_id}'s chain")
         try:
             parts = split(Decimal(spent["amount"]), cents)
         except FinancingError as exc:
@@ -554,13 +597,14 @@ def transfer_voucher(conn: psycopg.Connection, voucher_id: str, to_id: str,
         children = [(new_id, to_id, parts.transferred)]
         if parts.kept > 0:
             children.append((f"v-{secrets.token_hex(8)}", holder, parts.kept))
-        for child_id, child_holder, child_amount in children:
-            cur.execute(
-                "INSERT INTO vouchers (voucher_id, programme_id, receivable_id, parent_id, root_id,"
-                " holder_id, amount, maturity, status, created_by, created_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'active', %s, %s)",
-                (child_id, spent["programme_id"], spent["receivable_id"], voucher_id,
-                 spent["root_id"], child_holder, child_amount, spent["maturity"], by, now))
+        cur.execute(
+            "INSERT INTO vouchers (voucher_id, programme_id, receivable_id, parent_id, root_id,"
+            " holder_id, amount, maturity, status, created_by, created_at) VALUES "
+            + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, 'active', %s, %s)"] * len(children)),
+            [value for child_id, child_holder, child_amount in children
+             for value in (child_id, spent["programme_id"], spent["receivable_id"], voucher_id,
+                           spent["root_id"], child_holder, child_amount, spent["maturity"], by,
+                           now)])
         return _voucher(cur, new_id, None)
 
 

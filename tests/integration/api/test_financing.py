@@ -9,6 +9,7 @@ import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -264,3 +265,32 @@ def test_sixteen_concurrent_clients_never_draw_more_than_the_limit(world: World)
                              " AND purpose = 'race' AND status = 'approved'", (FAC[A],)).fetchone()
     assert drawn is not None and drawn[0] <= available
     assert outstanding(world, FAC[A]) <= limit_of(world, FAC[A])
+
+
+def test_more_concurrent_enterprises_than_pooled_connections_are_all_answered(
+        world: World, tmp_path: Path) -> None:
+    """Each request holds a pooled connection while its caller's API key (not cached yet) is
+    looked up: the look-up must not wait for the same pool (it would, with as many callers as
+    connections, until the pool timeout: 503)."""
+    from api.accounts import issue_api_key
+    from pledgewatch.http import create_app
+    from tests.integration.api.conftest import settings
+
+    with world.connect() as conn:
+        keys = [issue_api_key(conn, A, f"erp-{n}", "admin")[0].secret for n in range(8)]
+    app = create_app(world.url, settings=settings(tmp_path, api_pool_size=2))
+    answers: list[int] = []
+    with TestClient(app, raise_server_exceptions=False) as client:
+        start = threading.Barrier(len(keys))
+
+        def call(secret: str) -> None:
+            start.wait()
+            answers.append(client.get("/api/v1/drawdowns", headers={"X-API-Key": secret},
+                                      params={"facility_id": FAC[A]}).status_code)
+
+        threads = [threading.Thread(target=call, args=(k,)) for k in keys]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert answers == [200] * len(keys)
