@@ -1,8 +1,10 @@
-// PledgeWatch dashboard: hash routes (#/login, #/, #/facility/<id>, #/alerts?<filters>, #/map),
-// one live event stream.
+// PledgeWatch dashboard: hash routes (#/login, #/, #/facility/<id>, #/alerts?<filters>, #/map,
+// #/chain, #/drawdowns), one live event stream.
 import { alertsView } from './alertspage.js';
 import { api, liveEvents, login, session, whenUnauthorized } from './api.js';
+import { chainView } from './chainpage.js';
 import { h, replace } from './dom.js';
+import { drawdownsView } from './drawdownspage.js';
 import { facilityView } from './facility.js';
 import { mapView } from './mappage.js';
 import { portfolioView } from './portfolio.js';
@@ -106,6 +108,8 @@ function page(hash) {
   const alerts = hash.match(/^#\/alerts\/?(?:\?(.*))?$/);
   if (alerts) return ['alerts', () => alertsView(main, new URLSearchParams(alerts[1] || ''))];
   if (/^#\/map\/?$/.test(hash)) return ['map', () => mapView(main)];
+  if (/^#\/chain\/?$/.test(hash)) return ['chain', () => chainView(main)];
+  if (/^#\/drawdowns\/?$/.test(hash)) return ['drawdowns', () => drawdownsView(main)];
   return ['portfolio', () => portfolioView(main)];
 }
 

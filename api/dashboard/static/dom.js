@@ -44,6 +44,8 @@ const dateTime = new Intl.DateTimeFormat('en-GB', {
   second: '2-digit', hour12: false,
 });
 
+const day = new Intl.DateTimeFormat('en-GB', { year: 'numeric', month: 'short', day: '2-digit' });
+
 const isNum = (v) => typeof v === 'number' && Number.isFinite(v);
 
 export const fmt = {
@@ -62,6 +64,14 @@ export const fmt = {
     return `${Math.floor(s / 86400)} d ago`;
   },
   label: (v) => String(v ?? '').replace(/[_-]+/g, ' ').replace(/^\w/, (c) => c.toUpperCase()),
+  date: (v) => (v ? day.format(new Date(v)) : '—'),
+  /** A date relative to now in whole days: 'in 12 d', 'today', '3 d ago'. */
+  until(v) {
+    if (!v) return '—';
+    const d = Math.round((new Date(v).getTime() - Date.now()) / 86400000);
+    if (d === 0) return 'today';
+    return d > 0 ? `in ${d} d` : `${-d} d ago`;
+  },
 };
 
 export function pill(text, kind) {
