@@ -11,8 +11,9 @@ from fastapi.exceptions import RequestValidationError
 
 from api import scoped_reads
 from api.deps import BankUser, ConnDep, CurrentPrincipal, Page, PageDep
-from api.problems import ApiProblem, responses
+from api.problems import responses
 from api.schemas import Instant, PriceCreate, PricePublic, PricesPosted, Slug
+from api.uploads import read_upload
 from lending import operations, price_file
 from lending.domain.model import PricePoint
 from lending.price_file import PriceFileError
@@ -59,25 +60,7 @@ def _row_errors(exc: PriceFileError) -> RequestValidationError:
 
 async def _csv_text(request: Request) -> str:
     """The uploaded CSV: a ``text/csv`` body, or the ``file`` part of a multipart form."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=4, max_part_size=MAX_CSV_BYTES)
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise ApiProblem(422, "the multipart form needs a `file` part holding the CSV")
-        data = await upload.read(MAX_CSV_BYTES + 1)
-    elif media in CSV_TYPES:
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_CSV_BYTES:
-                break
-            chunks.append(chunk)
-        data = b"".join(chunks) if size <= MAX_CSV_BYTES else b"x" * (MAX_CSV_BYTES + 1)
-    else:
-        raise ApiProblem(415, "send the CSV as text/csv or as the `file` part of multipart/form-data")
-    if len(data) > MAX_CSV_BYTES:
-        raise ApiProblem(413, f"the CSV is larger than {MAX_CSV_BYTES // 1024} KiB")
+    data = await read_upload(request, CSV_TYPES, MAX_CSV_BYTES, "CSV")
     try:
         return price_file.decode_prices_csv(data)
     except PriceFileError as exc:
