@@ -36,8 +36,10 @@ from api.routers import (
     facilities,
     financing,
     health,
+    ledger,
     lots,
     prices,
+    reconciliation,
     releases,
     sales,
     telemetry,
@@ -129,7 +131,8 @@ def create_app(database_url: str, config: ApiConfig, *, registry: CollectorRegis
     app.include_router(health.router, prefix=API_PREFIX, include_in_schema=False)
     for router in (auth.router, facilities.router, alerts.router, events.router, borrowers.router,
                    lots.router, devices.router, telemetry.router, releases.router, prices.router,
-                   sales.router, webhooks.router, financing.router, chain.router):
+                   sales.router, webhooks.router, financing.router, chain.router, ledger.router,
+                   reconciliation.router):
         app.include_router(router, prefix=API_PREFIX)
     _mount_dashboard(app)
     return app

@@ -4,7 +4,7 @@ JSON booleans."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
@@ -638,11 +638,13 @@ class VoucherPublic(BaseModel):
     created_by: str
     created_at: datetime
     trade_status: TradeState
+    paid_at: datetime | None = Field(None, description="when the core enterprise paid the payable "
+                                                       "this voucher is part of")
 
 
 class VoucherDetail(VoucherPublic):
     tier: int = Field(description="1: the supplier the core enterprise confirmed to; 2: its "
-                                  "supplier; …")
+                                  "supplier; … (a part kept on a split stays its holder's tier)")
     path: list[VoucherStep] = Field(description="from the core enterprise's confirmation down "
                                                 "to this voucher")
     confirmation: Confirmation
@@ -676,3 +678,49 @@ class PaymentPublic(BaseModel):
     paid_by: str
     payouts: list[Payout]
 
+
+
+# --- T+0 reconciliation ---
+
+class ReconciliationBreak(BaseModel):
+    id: int
+    kind: Literal["duplicate", "missing_in_platform", "missing_in_bank", "amount_mismatch",
+                  "date_mismatch"]
+    facility_id: str
+    reference: str
+    detail: str
+    bank_line: int | None = Field(description="the line (CSV) or entry (camt.053) of the statement")
+    platform_reference: str | None
+    alert_id: int | None
+
+
+class StatementImport(BaseModel):
+    id: int
+    format: Literal["csv", "camt053"]
+    source: str
+    lines: int
+    period_from: date
+    period_to: date
+    imported_by: str
+    imported_at: datetime
+    matched: int
+    breaks: int
+    counts: dict[str, int] = Field(description="breaks by kind")
+
+
+class StatementReconciled(StatementImport):
+    break_list: list[ReconciliationBreak]
+
+
+class StockImported(BaseModel):
+    imported: int
+
+
+class GoodsThreeWays(BaseModel):
+    lot_id: str
+    facility_id: str
+    pledged: float
+    sensors: float | None = Field(description="sensor-verified (the latest limit snapshot)")
+    operator: float | None = Field(description="the warehouse operator's stock ledger (latest)")
+    differences: dict[str, float]
+    flagged: list[str] = Field(description="differences beyond the tolerance (2 % of pledged)")

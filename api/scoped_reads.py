@@ -380,8 +380,8 @@ def sales(conn: psycopg.Connection, scope: Scope, limit: int, offset: int, *,
 
 
 def receivables(conn: psycopg.Connection, scope: Scope, limit: int, offset: int, *,
-                facility_id: str | None = None, verified: bool | None = None
-                ) -> list[dict[str, Any]]:
+                facility_id: str | None = None, verified: bool | None = None,
+                trade_status: str | None = None) -> list[dict[str, Any]]:
     return _dicts(conn, f"""
         SELECT r.receivable_id, r.facility_id, r.debtor, r.amount, r.due, r.related_party,
                r.disputed, r.paid, r.verified, r.verified_at, r.verified_by, r.posted_by,
@@ -391,9 +391,10 @@ def receivables(conn: psycopg.Connection, scope: Scope, limit: int, offset: int,
         WHERE ({IN_SCOPE} OR r.debtor_id = %(scope)s)
           AND (%(facility)s::text IS NULL OR r.facility_id = %(facility)s)
           AND (%(verified)s::boolean IS NULL OR r.verified = %(verified)s)
+          AND (%(trade)s::text IS NULL OR r.trade_status = %(trade)s)
         ORDER BY r.due, r.receivable_id LIMIT %(limit)s OFFSET %(offset)s""",
-        {"scope": scope, "facility": facility_id, "verified": verified, "limit": limit,
-         "offset": offset})
+        {"scope": scope, "facility": facility_id, "verified": verified, "trade": trade_status,
+         "limit": limit, "offset": offset})
 
 
 def receivable_exists(conn: psycopg.Connection, scope: Scope, receivable_id: str) -> bool:

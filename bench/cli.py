@@ -3,6 +3,7 @@ the same run and the ratio; the line formats are a contract others parse (see th
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 from typing import Annotated
@@ -19,6 +20,8 @@ from bench.engine import run_engine_bench
 from bench.financing import Options as FinancingOptions
 from bench.financing import run_financing_bench
 from bench.ingest import run_ingest_bench
+from bench.ledger import Options as LedgerOptions
+from bench.ledger import run_ledger_bench
 from bench.revalue import run
 from pledgewatch.broker.mosquitto import mosquitto_binary
 from pledgewatch.cli.common import fail, settings_or_exit
@@ -232,4 +235,44 @@ def bench_financing(
         pool_size=pool_size if pool_size is not None else settings.api_pool_size)
     raise typer.Exit(run_financing_bench(
         options, database_url=database_url or settings.database_url,
+        time_series=time_series_options(settings), workdir=workdir))
+
+
+@bench_app.command("scorecard")
+def bench_scorecard(
+    folds: Annotated[int, typer.Option(min=2, max=20, help="cross-validation folds")] = 5,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="seed of the folds")] = 0,
+    borrowers: Annotated[int, typer.Option(min=1000, max=10_000_000,
+                                           help="borrowers scored for scored_per_s")] = 100_000,
+) -> None:
+    """German credit: the scorecard pipeline's and a plain one-hot logistic regression's
+    cross-validated AUC and KS, scoring throughput, ratio."""
+    # imported here: pandas, scikit-learn and optbinning would slow every other command's start
+    scorecard = importlib.import_module("bench.scorecard")
+    scorecard.run_scorecard_bench(folds=folds, seed=seed, borrowers=borrowers)
+
+
+@bench_app.command("ledger")
+def bench_ledger(
+    writers: Annotated[int, typer.Option(min=1, max=64, help="concurrent writers")] = 8,
+    seconds: Annotated[float, typer.Option(min=0.5, max=600, help="seconds of writing, per table")
+                       ] = 10.0,
+    entries: Annotated[int, typer.Option(
+        min=100, max=20_000_000, help="log size for the proof and verification figures")
+    ] = 1_000_000,
+    proofs: Annotated[int, typer.Option(min=10, max=1_000_000, help="inclusion proofs timed")] = 2000,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1)] = 0,
+    database_url: Annotated[str | None, typer.Option(
+        help="create the bench's database on this server instead of a private embedded cluster "
+        "(default: PLEDGEWATCH_DATABASE_URL when set)")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="scratch dir (default: a temp dir)")] = None,
+) -> None:
+    """Ledger append rate under concurrent writers beside plain inserts, inclusion-proof p50/p99
+    and full verification of a log of --entries; the ratio (see bench/ledger.py)."""
+    if database_url is not None and not re.match(r"postgres(ql)?://", database_url):
+        raise fail("--database-url must start with postgresql://")
+    settings = settings_or_exit()
+    raise typer.Exit(run_ledger_bench(
+        LedgerOptions(writers=writers, seconds=seconds, entries=entries, proofs=proofs, seed=seed),
+        database_url=database_url or settings.database_url,
         time_series=time_series_options(settings), workdir=workdir))

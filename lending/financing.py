@@ -10,6 +10,7 @@ enterprise caller is limited to (None: a bank user, the whole portfolio).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import secrets
@@ -493,7 +494,8 @@ def confirm_receivable(conn: psycopg.Connection, receivable_id: str, *, debtor_s
 _VOUCHER_SELECT = (
     "SELECT v.voucher_id, v.programme_id, p.core_id, v.receivable_id, v.parent_id, v.root_id,"
     " v.holder_id, v.amount, v.maturity, v.status, v.financed_amount, v.financed_at,"
-    " v.financed_by, v.settled_at, v.created_by, v.created_at, r.trade_status"
+    " v.financed_by, v.settled_at, v.created_by, v.created_at, r.trade_status,"
+    " (SELECT vp.paid_at FROM voucher_payments vp WHERE vp.root_id = v.root_id) AS paid_at"
     " FROM vouchers v JOIN programmes p USING (programme_id)"
     " JOIN receivables r ON r.receivable_id = v.receivable_id")
 
@@ -519,7 +521,9 @@ def _voucher(cur: psycopg.Cursor[Row], voucher_id: str, scope: str | None) -> Ro
         " JOIN up ON v.voucher_id = up.parent_id)"
         " SELECT voucher_id, holder_id, amount, status, created_at, created_by FROM up"
         " ORDER BY depth DESC", (voucher_id,)).fetchall()
-    row["tier"] = len(row["path"])
+    # a tier is a step down the chain: a part the holder kept when it split stays its tier
+    holders = [step["holder_id"] for step in row["path"]]
+    row["tier"] = 1 + sum(a != b for a, b in itertools.pairwise(holders))
     confirmation = cur.execute(
         "SELECT receivable_id, debtor_id, confirmed_at, confirmed_by FROM receivables"
         " WHERE receivable_id = %s", (row["receivable_id"],)).fetchone()

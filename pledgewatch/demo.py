@@ -43,6 +43,7 @@ from pledgewatch.runtime import (
     Endpoints,
     gateway_config,
     kept_secret,
+    start_ledger,
     start_services,
     time_series_options,
 )
@@ -249,6 +250,7 @@ def _run_demo(settings: Settings, options: DemoOptions) -> int:
         stack.callback(engine_stop.set)
         feed = PriceFeed(endpoints.database_url, options.scenario, options.price_every_s).start()
         stack.callback(feed.close)
+        start_ledger(endpoints.database_url, settings, engine_stop)
         FinancingSweeper(endpoints.database_url, 10.0, partial(
             judge_shipment, deadline_hours=demo_delivery.DEADLINE_HOURS)).start(engine_stop)
         if options.supply_chain:

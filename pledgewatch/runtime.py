@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -13,6 +14,9 @@ from pathlib import Path
 
 from gateway.consumer import GatewayConfig
 from gateway.mqtt import MqttTarget, parse_mqtt_url
+from ledger.appender import HeadPolicy
+from ledger.appender import run as run_sequencer
+from ledger.signing import Signer
 from pledgewatch.embedded import EmbeddedBroker, EmbeddedPostgres
 from pledgewatch.net import port_open
 from pledgewatch.settings import Settings
@@ -126,3 +130,19 @@ def time_series_options(settings: Settings) -> TimeSeriesOptions:
                              compress_after=settings.timescale_compress_after,
                              retention=settings.timescale_retention,
                              late_window=timedelta(seconds=settings.max_past_age_s))
+
+
+def ledger_key_path(settings: Settings) -> Path:
+    """The ledger's signing key: PLEDGEWATCH_LEDGER_KEY_FILE, else under the state directory."""
+    return settings.ledger_key_file or settings.state_dir / "ledger" / "signing.key"
+
+
+def start_ledger(database_url: str, settings: Settings, stop: threading.Event) -> threading.Thread:
+    """The ledger's sequencer in a thread: captured events appended, heads signed (one writer at
+    a time across processes: an advisory lock)."""
+    signer = Signer.from_file(ledger_key_path(settings))
+    policy = HeadPolicy(settings.ledger_every_entries, settings.ledger_every_s)
+    thread = threading.Thread(target=run_sequencer, args=(database_url, signer, policy, stop),
+                              kwargs={"poll_s": 0.5}, name="ledger", daemon=True)
+    thread.start()
+    return thread

@@ -89,6 +89,18 @@ class Settings(BaseSettings):
         1.0, ge=0.05, le=60, description="how often an engine checks its shard leases and takes "
         "over the shards of an engine that died"
     )
+    ledger_key_file: Path | None = Field(
+        None, description="the ledger's Ed25519 signing key (PKCS#8 PEM), made on first use; "
+        "every process that signs heads must use the same file (default: "
+        "<state_dir>/ledger/signing.key)"
+    )
+    ledger_every_entries: int = Field(
+        1000, ge=1, le=1_000_000, description="the ledger signs a head when this many entries "
+        "are not yet under one"
+    )
+    ledger_every_s: float = Field(
+        10.0, ge=0.1, le=86_400, description="... or when the oldest unsigned entry is this old"
+    )
     gateway_statement_timeout_s: float = Field(
         30.0, ge=0, le=3600, description="statement_timeout of the gateway's writer connection "
         "(0 = none)"

@@ -18,6 +18,7 @@ from api.schemas import (
     SaleCreate,
     SalePublic,
     Slug,
+    TradeState,
 )
 from lending import operations
 
@@ -54,9 +55,14 @@ def post_sale(conn: ConnDep, principal: CurrentPrincipal, body: SaleCreate) -> d
 def list_receivables(conn: ConnDep, principal: CurrentPrincipal, page: PageDep,
                      facility_id: Annotated[Slug | None, Query()] = None,
                      verified: Annotated[bool | None, Query(
-                         description="false = awaiting an officer's check")] = None) -> Page[Any]:
+                         description="false = awaiting an officer's check")] = None,
+                     trade_status: Annotated[TradeState | None, Query(
+                         description="receivables naming a shipment: pending, verified or "
+                                     "contradicted by telemetry; none: no shipment")] = None,
+                     ) -> Page[Any]:
     return page.page(scoped_reads.receivables(conn, principal.scope, page.limit + 1, page.offset,
-                                         facility_id=facility_id, verified=verified))
+                                         facility_id=facility_id, verified=verified,
+                                         trade_status=trade_status))
 
 
 @router.post("/receivables", response_model=ReceivablePublic, status_code=201,

@@ -52,6 +52,7 @@ class AlertType(StrEnum):
     DRAWDOWN_OVERDUE = "drawdown_overdue"  # a drawdown past its maturity, not repaid
     PAYABLE_LATE = "payable_late"  # a core enterprise did not pay a confirmed payable at maturity
     FICTITIOUS_TRADE = "fictitious_trade"  # telemetry contradicts the shipment behind a receivable
+    RECONCILIATION_BREAK = "reconciliation_break"  # the bank's statement and the platform disagree
 
 
 class Severity(StrEnum):

@@ -44,6 +44,7 @@ from lending.price_file import PriceFileError, read_prices_csv
 from lending.store import latest_snapshots
 from lending.trade import judge_shipment
 from pledgewatch.cli.common import database, fail, now, run, settings_or_exit, stop_on_signals
+from pledgewatch.runtime import ledger_key_path, start_ledger
 from pledgewatch.serve import bind_problem
 
 portfolio_app = typer.Typer(help="Load borrowers, facilities, lots and sensors.", no_args_is_help=True)
@@ -271,6 +272,9 @@ def engine(
     sweep_every: Annotated[float, typer.Option(
         min=0, max=86_400, help="seconds between financing sweeps: overdue drawdowns, late "
         "payables, shipments proven or contradicted by telemetry (0: off)")] = 30.0,
+    ledger: Annotated[bool, typer.Option(
+        help="also run the ledger's sequencer: captured events appended to the Merkle log, heads "
+        "signed with PLEDGEWATCH_LEDGER_KEY_FILE (one writer at a time across processes)")] = True,
 ) -> None:
     """Run the lending engine: recompute facilities on new telemetry, portfolio changes and time.
     Run several with the same --shards to split the book; a dead one's share is taken over."""
@@ -294,6 +298,13 @@ def engine(
     if sweep_every:
         FinancingSweeper(url, sweep_every, judge_shipment).start(stop)
         split += f", financing sweep every {sweep_every:g}s"
+    if ledger:
+        try:
+            start_ledger(url, settings, stop)
+        except (OSError, ValueError) as exc:
+            raise fail(f"cannot use the ledger signing key {ledger_key_path(settings)}: "
+                       f"{exc}") from None
+        split += ", ledger sequencer"
     typer.echo(f"lending engine: listening (deadlines every {tick:g}s{split})")
     lending.run(stop)
     typer.echo(f"lending engine stopped: {lending.stats.assessed} assessments, "

@@ -22,7 +22,7 @@ from gateway.lease import MAX_SLOTS
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import parse_mqtt_url
 from gateway.writer_process import WriterGone
-from pledgewatch.cli import accounts, financing, lending
+from pledgewatch.cli import accounts, financing, ledger, lending, reconcile
 from pledgewatch.cli.bench import register_bench
 from pledgewatch.cli.common import (
     check_broker,
@@ -325,6 +325,8 @@ def _devices_add_file(file: Path, credentials_out: Path, passwd_out: Path | None
 register_bench(app)
 lending.register(app)
 financing.register(app)
+reconcile.register(app)
+ledger.register(app)
 accounts.register(app)
 
 

@@ -40,6 +40,10 @@ from pledgewatch_sdk.models import (
     Facility,
     FacilityLimit,
     Inspection,
+    LedgerConsistency,
+    LedgerEntry,
+    LedgerEntryProof,
+    LedgerHead,
     LimitExplained,
     LimitPoint,
     Lot,
@@ -57,6 +61,7 @@ from pledgewatch_sdk.models import (
     Sale,
     Severity,
     Shipment,
+    TradeState,
     Voucher,
     VoucherDetail,
     VoucherState,
@@ -306,10 +311,12 @@ class Client:
 
     @operation("GET", "/receivables", Page[Receivable])
     def receivables(self, facility_id: str | None = None, verified: bool | None = None,
-                    limit: int = 50, offset: int = 0) -> Call:
-        """Receivables of your facilities; a core enterprise also sees those it owes."""
-        return Call(query={"facility_id": facility_id, "verified": verified, "limit": limit,
-                           "offset": offset})
+                    trade_status: TradeState | None = None, limit: int = 50,
+                    offset: int = 0) -> Call:
+        """Receivables of your facilities; a core enterprise also sees those it owes.
+        ``trade_status``: those whose shipment telemetry proved, contradicted or not yet."""
+        return Call(query={"facility_id": facility_id, "verified": verified,
+                           "trade_status": trade_status, "limit": limit, "offset": offset})
 
     @operation("POST", "/receivables", Receivable)
     def post_receivable(self, facility_id: str, debtor: str, amount: float, due: datetime,
@@ -372,6 +379,36 @@ class Client:
         """As the core enterprise, pay a confirmed payable (a root voucher) in full: the bank is
         repaid what it financed, holders the rest."""
         return Call(path={"voucher_id": voucher_id}, json=_body(amount=amount))
+
+    # --- the verifiable ledger ---
+
+    @operation("GET", "/ledger/head", LedgerHead)
+    def ledger_head(self) -> Call:
+        """The latest signed tree head: keep it, to check later that the log only grew."""
+        return Call()
+
+    @operation("GET", "/ledger/heads", Page[LedgerHead])
+    def ledger_heads(self, limit: int = 50, offset: int = 0) -> Call:
+        """Signed tree heads, newest first."""
+        return Call(query={"limit": limit, "offset": offset})
+
+    @operation("GET", "/ledger/entries", Page[LedgerEntry])
+    def ledger_entries(self, table: str | None = None, key: str | None = None, limit: int = 50,
+                       offset: int = 0) -> Call:
+        """Ledger entries that concern you, newest first (of one table and row key if given)."""
+        return Call(query={"table": table, "key": key, "limit": limit, "offset": offset})
+
+    @operation("GET", "/ledger/entries/{leaf_index}", LedgerEntryProof)
+    def ledger_entry(self, leaf_index: int, tree_size: int | None = None) -> Call:
+        """An entry with its inclusion proof against the latest signed head (or the one signed
+        at ``tree_size``)."""
+        return Call(path={"leaf_index": leaf_index}, query={"tree_size": tree_size})
+
+    @operation("GET", "/ledger/consistency", LedgerConsistency)
+    def ledger_consistency(self, first: int, second: int | None = None) -> Call:
+        """Proof that the log at ``second`` entries (default: the latest signed head's) extends
+        the log at ``first`` entries."""
+        return Call(query={"first": first, "second": second})
 
     # --- alerts ---
 

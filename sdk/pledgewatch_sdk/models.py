@@ -412,6 +412,7 @@ class Voucher(Model):
     created_by: str
     created_at: datetime
     trade_status: TradeState
+    paid_at: datetime | None = None
 
 
 class VoucherStep(Model):
@@ -462,6 +463,54 @@ class Payment(Model):
     paid_at: datetime
     paid_by: str
     payouts: list[Payout]
+
+
+# --- the verifiable ledger ---
+
+class LedgerHead(Model):
+    """A signed tree head: Ed25519 over the canonical JSON
+    ``{"log":"pledgewatch","root_hash":<hex>,"timestamp":<ms>,"tree_size":<n>}``. Keep it."""
+
+    SCHEMA = "SignedHeadPublic"
+    tree_size: int
+    root_hash: str  # hex
+    timestamp: int  # ms since the epoch
+    key_id: str
+    algorithm: str
+    public_key: str  # base64, raw 32 bytes
+    signature: str  # base64
+
+
+class LedgerEntry(Model):
+    SCHEMA = "EntryPublic"
+    leaf_index: int
+    table: str
+    op: str
+    key: str
+    parties: list[str]
+    entry: str  # the canonical JSON the leaf hash covers: SHA-256(0x00 || UTF-8 bytes)
+    appended_at: datetime
+
+
+class LedgerEntryProof(LedgerEntry):
+    """An entry with its RFC 9162 audit path to a signed head (None while not yet under one)."""
+
+    SCHEMA = "EntryProof"
+    leaf_hash: str
+    tree_size: int | None
+    audit_path: list[str] | None
+    head: LedgerHead | None
+
+
+class LedgerConsistency(Model):
+    """RFC 9162 consistency proof: the log at ``second`` entries extends the one at ``first``."""
+
+    SCHEMA = "ConsistencyProof"
+    first: int
+    second: int
+    first_root: str
+    second_root: str
+    proof: list[str]
 
 
 # --- what the SDK sends beyond plain arguments ---

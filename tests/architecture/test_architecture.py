@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("api", "bench", "firmware_sim", "gateway", "lending", "notifier", "pledgewatch", "schema",
-            "telemetry")
+            "telemetry", "ledger", "rating")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 

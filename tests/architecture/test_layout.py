@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 PRODUCT = ("telemetry", "gateway", "lending", "firmware_sim", "schema", "notifier", "api",
-           "pledgewatch", "bench")
+           "pledgewatch", "bench", "ledger", "rating")
 ENTRY = re.compile(r"^(?P<indent> *)(?P<name>[\w.-]+/?)(?:\s{2,}(?P<about>.*))?$")
 
 

@@ -34,7 +34,10 @@ from starlette.routing import Mount
 from api.accounts import issue_api_key
 from api.problems import MEDIA_TYPE
 from api.security import ALGORITHM, ISSUER, Role, issue_token
-from lending import financing
+from ledger import store as ledger_store
+from ledger.appender import drain
+from ledger.signing import Signer
+from lending import financing, reconciliation, statement_file
 from lending import operations as service
 from lending.domain.alerts import Alert, AlertType, Severity
 from lending.domain.model import ReleaseStatus
@@ -44,6 +47,7 @@ from notifier.webhook_store import create_webhook
 from tests.integration.api.conftest import DEVICE, FAC, JWT_SECRET, LOT, A, B, World, login
 
 CORE = "core-mill"  # the core enterprise of A's and B's chain
+LEDGER_SIGNER = Signer.generate()
 
 pytestmark = pytest.mark.integration
 
@@ -148,6 +152,24 @@ class Ctx:
         row = financing.confirm_receivable(self.conn, receivable, debtor_scope=None, by="officer",
                                            now=datetime.now(UTC))
         return {"voucher_id": row["voucher_id"]}
+
+    def ledger_entry(self, borrower: str) -> Params:
+        """An entry of the ledger concerning the borrower (a repayment), under a signed head."""
+        row = self.conn.execute("INSERT INTO repayments (facility_id, amount) VALUES (%s, 1)"
+                                " RETURNING id", (FAC[borrower],)).fetchone()
+        assert row is not None
+        drain(self.conn, LEDGER_SIGNER)
+        found = ledger_store.entries(self.conn, None, 1, 0, table="repayments", key=str(row[0]))
+        return {"leaf_index": str(found[0]["leaf_index"])}
+
+    def statement(self, borrower: str) -> Params:
+        """A reconciled statement of the borrower's loan account (one line nothing explains)."""
+        body = (f"reference,facility_id,amount,currency,direction,value_date\n"
+                f"{self.unique('bank-ref')},{FAC[borrower]},1.00,CNY,debit,2026-11-30\n").encode()
+        kind, lines = statement_file.parse_statement(body)
+        row = reconciliation.import_statement(self.conn, body, kind, lines, source="matrix",
+                                              by="officer", now=datetime.now(UTC))
+        return {"import_id": str(row["id"])}
 
     def api_key(self, borrower: str) -> Params:
         _key, row = issue_api_key(self.conn, borrower, self.unique("spare"), "admin")
@@ -272,6 +294,10 @@ MATRIX: dict[tuple[str, str], Row] = {
         "holder", Ctx.voucher, NO_VOUCHER, state=VOUCHER_STATE),
     ("POST", "/vouchers/{voucher_id}/pay"): Row(
         "debtor", Ctx.voucher, NO_VOUCHER, ok=201, body={"amount": 1000}, state=VOUCHER_STATE),
+    ("GET", "/ledger/entries/{leaf_index}"): Row(
+        "read", Ctx.ledger_entry, {"leaf_index": "987654321"}),
+    ("GET", "/reconciliation/statements/{import_id}"): Row(
+        "bank", Ctx.statement, {"import_id": "987654321"}),
     ("GET", "/webhooks/{webhook_id}"): Row("bank", Ctx.webhook, NO_WEBHOOK),
     ("DELETE", "/webhooks/{webhook_id}"): Row(
         "bank", Ctx.webhook, NO_WEBHOOK, state=WEBHOOK_STATE),
@@ -503,7 +529,7 @@ def test_forged_tokens_are_401(api: TestClient, as_officer: dict[str, str]) -> N
     claims = {"sub": "admin", "role": "admin", "iss": ISSUER, "iat": int(now.timestamp()),
               "exp": int((now + timedelta(hours=1)).timestamp())}
     other_secret = jwt.encode(claims, "another-secret-" + "y" * 40, algorithm=ALGORITHM)
-    alg_none = jwt.encode(claims, None, algorithm="none")
+    alg_none = jwt.encode(claims, "", algorithm="none")  # "" is no key, as None
     # An officer's real token with the payload changed to say admin (signature no longer fits).
     header, _payload, signature = as_officer["Authorization"].removeprefix("Bearer ").split(".")
     tampered_payload = jwt.utils.base64url_encode(

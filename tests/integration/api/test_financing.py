@@ -16,11 +16,13 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from api.accounts import issue_api_key
 from lending import financing
 from lending.engine import LendingEngine
+from pledgewatch.http import create_app
 from telemetry.contract.payload import Accepted, Reading
 from telemetry.writer import Batch, write_batch
-from tests.integration.api.conftest import FAC, A, B, World
+from tests.integration.api.conftest import FAC, A, B, World, settings
 
 pytestmark = pytest.mark.integration
 
@@ -272,10 +274,6 @@ def test_more_concurrent_enterprises_than_pooled_connections_are_all_answered(
     """Each request holds a pooled connection while its caller's API key (not cached yet) is
     looked up: the look-up must not wait for the same pool (it would, with as many callers as
     connections, until the pool timeout: 503)."""
-    from api.accounts import issue_api_key
-    from pledgewatch.http import create_app
-    from tests.integration.api.conftest import settings
-
     with world.connect() as conn:
         keys = [issue_api_key(conn, A, f"erp-{n}", "admin")[0].secret for n in range(8)]
     app = create_app(world.url, settings=settings(tmp_path, api_pool_size=2))
