@@ -270,8 +270,9 @@ def real_app() -> Any:
     return create_app(os.environ[URL_ENV], settings=load_settings())
 
 
-def baseline_app() -> Any:
-    """uvicorn factory: a bare FastAPI + psycopg_pool endpoint reading the same row, no auth."""
+def bare_app() -> tuple[FastAPI, ConnectionPool]:
+    """A bare FastAPI app with a psycopg pool (the environment's database and pool size) opened
+    and closed with it: the baselines' server, no auth, no middleware."""
     pool = ConnectionPool(os.environ[URL_ENV], min_size=1, max_size=int(os.environ[POOL_ENV]),
                           open=False, kwargs={"autocommit": True})
 
@@ -281,7 +282,12 @@ def baseline_app() -> Any:
         yield
         pool.close()
 
-    app = FastAPI(lifespan=lifespan)
+    return FastAPI(lifespan=lifespan), pool
+
+
+def baseline_app() -> Any:
+    """uvicorn factory: a bare FastAPI + psycopg_pool endpoint reading the same row, no auth."""
+    app, pool = bare_app()
 
     @app.get("/facilities/{facility_id}/limit")
     def limit(facility_id: str) -> dict[str, Any]:

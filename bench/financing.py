@@ -47,8 +47,8 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import ExitStack, asynccontextmanager, suppress
+from collections.abc import Callable
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,12 +56,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
-from fastapi import FastAPI, HTTPException
+from fastapi import HTTPException
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
 
 from api.accounts import issue_api_key
-from bench.api import POOL_ENV, URL_ENV, Server, uvicorn_server
+from bench.api import POOL_ENV, URL_ENV, Server, bare_app, uvicorn_server
 from bench.scratch import scratch_database
 from bench.stats import percentile
 from lending import financing
@@ -188,16 +187,7 @@ def load(url: str, facilities: int, payables: int, now: datetime, seed: int = 0)
 
 def baseline_app() -> Any:
     """uvicorn factory: a bare FastAPI + psycopg_pool endpoint doing one locked UPDATE, no auth."""
-    pool = ConnectionPool(os.environ[URL_ENV], min_size=1, max_size=int(os.environ[POOL_ENV]),
-                          open=False, kwargs={"autocommit": True})
-
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        pool.open()
-        yield
-        pool.close()
-
-    app = FastAPI(lifespan=lifespan)
+    app, pool = bare_app()
 
     @app.post("/counters/{counter_id}")
     def bump(counter_id: int) -> dict[str, int]:

@@ -143,14 +143,26 @@ def parse_statement_csv(text: str) -> list[BankLine]:
                   _text(currency, CURRENCY, errors, number, "currency"),
                   _direction(direction.strip().lower(), errors, number),
                   _date(value_date, errors, number))
-        if all(p is not None for p in parsed):
-            r, f, a, c, d, v = parsed
-            lines.append(BankLine(line=number, facility_id=str(f), reference=str(r), amount=a,  # type: ignore[arg-type]
-                                  currency=str(c), direction=d, value_date=v))  # type: ignore[arg-type]
+        if (line := _line(number, parsed)) is not None:
+            lines.append(line)
     errors.check()
     if not lines:
         raise StatementFileError([RowError(1, "file", "no statement lines")])
     return lines
+
+
+Parsed = tuple[str | None, str | None, Decimal | None, str | None, Direction | None, date | None]
+
+
+def _line(number: int, parsed: Parsed) -> BankLine | None:
+    """A statement line from (reference, facility, amount, currency, direction, value date), or
+    None when a field was bad (it is in the errors)."""
+    ref, facility, amount, currency, direction, value_date = parsed
+    if (ref is None or facility is None or amount is None or currency is None
+            or direction is None or value_date is None):
+        return None
+    return BankLine(line=number, facility_id=facility, reference=ref, amount=amount,
+                    currency=currency, direction=direction, value_date=value_date)
 
 
 def _direction(raw: str, errors: _Errors, line: int) -> Direction | None:
@@ -206,10 +218,8 @@ def parse_camt053(data: str | bytes) -> list[BankLine]:
                 _direction((_child_text(entry, ns, "CdtDbtInd") or "").lower(), errors, number),
                 _date(_child_text(entry, ns, "ValDt/Dt") or (_child_text(entry, ns, "ValDt/DtTm")
                                                             or "")[:10], errors, number))
-            if all(p is not None for p in parsed):
-                r, f, a, c, d, v = parsed
-                lines.append(BankLine(line=number, facility_id=str(f), reference=str(r), amount=a,  # type: ignore[arg-type]
-                                  currency=str(c), direction=d, value_date=v))  # type: ignore[arg-type]
+            if (line := _line(number, parsed)) is not None:
+                lines.append(line)
     errors.check()
     if not lines:
         raise StatementFileError([RowError(0, "file", "no entries (Ntry) in the statement")])
