@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+from bisect import bisect_left
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,7 +42,7 @@ from lending.domain.model import (
     ReleaseStatus,
 )
 from lending.domain.observation import observe
-from lending.domain.quantity import History, Refusal
+from lending.domain.quantity import History, LotObservation, Refusal
 from lending.domain.rules import RulePolicy
 from lending.domain.sales import Sale
 from telemetry.writer import notify_payloads
@@ -139,10 +140,11 @@ class _Series:
     device time, and for an event metric the newest ``limit`` set flags as well), whatever order
     they arrived in; a reading is kept once (its dedupe key). With an ``archive`` capacity it also
     keeps that many of its newest readings as compact arrays (epoch seconds, values) for the
-    replay check, which looks further back than the window."""
+    replay check, which looks further back than the window. A reading is known by its dedupe key
+    among the rows kept (a binary search: rows sort by (time, boot, seq) first), so no set of keys
+    is held beside them; nor are the (time, value) pairs and receive times, built when asked."""
 
-    __slots__ = ("_pairs", "_received", "arch_t", "arch_v", "archive", "events", "keys", "limit",
-                 "rows")
+    __slots__ = ("arch_t", "arch_v", "archive", "events", "limit", "rows")
 
     def __init__(self, limit: int, events: bool = False, archive: int = 0) -> None:
         self.limit = limit
@@ -151,17 +153,23 @@ class _Series:
         self.arch_t = np.empty(0, dtype=np.float64)
         self.arch_v = np.empty(0, dtype=np.float64)
         self.rows: list[_Row] = []
-        self.keys: set[tuple[datetime, int, int]] = set()
-        self._pairs: list[tuple[datetime, float]] | None = None
-        self._received: list[datetime] | None = None
+
+    def _known(self, key: tuple[datetime, int, int]) -> bool:
+        rows = self.rows
+        at = bisect_left(rows, key)  # (t, boot, seq) sorts just before the rows it prefixes
+        if at == len(rows):
+            return False
+        row = rows[at]
+        return row[0] == key[0] and row[1] == key[1] and row[2] == key[2]
 
     def merge(self, new: Iterable[_Row]) -> list[_Row]:
         """Insert the readings not seen before; returns them."""
         fresh: list[_Row] = []
+        batch: set[tuple[datetime, int, int]] = set()
         for row in new:
             key = (row[0], row[1], row[2])
-            if key not in self.keys:
-                self.keys.add(key)
+            if key not in batch and not self._known(key):
+                batch.add(key)
                 fresh.append(row)
         if not fresh:
             return fresh
@@ -175,12 +183,7 @@ class _Series:
         if len(self.rows) > self.limit:
             older, newest = self.rows[:-self.limit], self.rows[-self.limit:]
             flags = [r for r in older if r[3]][-self.limit:] if self.events else []
-            kept = {(r[0], r[1], r[2]) for r in flags}
-            for old in older:
-                if (old[0], old[1], old[2]) not in kept:
-                    self.keys.discard((old[0], old[1], old[2]))
-            self.rows = flags + newest
-        self._pairs = self._received = None
+            self.rows = flags + newest  # flags are older than the newest: still in order
         return fresh
 
     def _archive(self, fresh: list[_Row]) -> None:
@@ -197,14 +200,10 @@ class _Series:
         return History(self.arch_t, self.arch_v) if self.archive else None
 
     def pairs(self) -> list[tuple[datetime, float]]:
-        if self._pairs is None:
-            self._pairs = [(r[0], r[3]) for r in self.rows]
-        return self._pairs
+        return [(r[0], r[3]) for r in self.rows]
 
     def received(self) -> list[datetime]:
-        if self._received is None:
-            self._received = [r[4] for r in self.rows]
-        return self._received
+        return [r[4] for r in self.rows]
 
 
 @dataclass
@@ -224,6 +223,26 @@ class SeriesCache:
     series: dict[tuple[str, str], _Series] = field(default_factory=dict)
     arrived: dict[str, datetime] = field(default_factory=dict)  # device -> newest receive time
     recent: dict[str, deque[tuple[datetime, datetime]]] = field(default_factory=dict)
+    # device -> a number that moves whenever anything cached of it changes (observations reuse)
+    versions: dict[str, int] = field(default_factory=dict)
+    # While notices are followed (:meth:`follow`): devices read since their last notice, which
+    # a refresh skips (every write of a device's readings or status notifies, pw_ingest).
+    clean: set[str] | None = None
+
+    def follow(self) -> None:
+        """From now on the caller reports every device notice (:meth:`dirty`): a refresh reads
+        only devices named since they were last read (and those never read). Forgets what was
+        read: call it when (re)starting to listen, and before a safety pass."""
+        self.clean = set()
+
+    def unfollow(self) -> None:
+        """Notices are no longer followed: every refresh reads every device asked for."""
+        self.clean = None
+
+    def dirty(self, device_ids: Iterable[str]) -> None:
+        """These devices have new data (a notice named them)."""
+        if self.clean is not None:
+            self.clean.difference_update(device_ids)
 
     def _limit(self, metric: str) -> int:
         return self.window if metric in SERIES_METRICS else self.track_window
@@ -232,9 +251,12 @@ class SeriesCache:
         return self.replay_history if metric in ARCHIVED_METRICS else 0
 
     def refresh(self, conn: psycopg.Connection, device_ids: Iterable[str]) -> None:
-        ids = sorted(set(device_ids))
+        clean = self.clean
+        ids = sorted(set(device_ids) if clean is None else set(device_ids) - clean)
         if not ids:
             return
+        if clean is not None:
+            clean.update(ids)  # read now: a notice taken after this names them again
         metrics = list(SERIES_METRICS) + list(LATEST_METRICS)
         limits = [max(self._limit(m), self._archive(m)) for m in metrics]
         events = [m in EVENT_METRICS for m in metrics]
@@ -263,6 +285,9 @@ class SeriesCache:
                     self._limit(metric), metric in EVENT_METRICS, self._archive(metric))
             for row in series.merge(new):
                 heard[device].add((row[0], row[4]))
+        for device in ids:
+            if device in heard or device not in self.versions:
+                self.versions[device] = self.versions.get(device, 0) + 1
         for device, pairs in heard.items():
             recent = self.recent.get(device)
             if recent is None:
@@ -510,12 +535,93 @@ class Loaded:
     inputs: dict[str, FacilityInputs]
 
 
+_ObservationKey = tuple[Lot, tuple[int, ...], tuple[Any, ...], tuple[Any, ...], timedelta]
+
+
+@dataclass
+class ObservationCache:
+    """Each lot's last observation and what it was built from: the lot, its devices' cache
+    versions (:attr:`SeriesCache.versions`), status and refused messages, the door window. When
+    none of that changed and no door opening was in the window (the only part of
+    :func:`lending.domain.observation.observe` that reads the clock: an opening outside the window
+    stays outside as time passes), the observation as of a later ``now`` is the same one with its
+    ``now`` moved: its series are the same objects, which lets the assessment reuse the lot's
+    work (:func:`lending.domain.assess.reusable`)."""
+
+    lots: dict[str, tuple[_ObservationKey, LotObservation]] = field(default_factory=dict)
+
+    def observe(self, lot: Lot, cache: SeriesCache, status: Mapping[str, Any], now: datetime,
+                door_window: timedelta, refused: Mapping[str, Sequence[Refusal]]) -> LotObservation:
+        key: _ObservationKey = (
+            lot, tuple(cache.versions.get(d, 0) for d in lot.sensors),
+            tuple(status.get(d) for d in lot.sensors),
+            tuple(tuple(refused.get(d, ())) for d in lot.sensors), door_window)
+        known = self.lots.get(lot.id)
+        if (known is not None and known[0] == key and not known[1].door_open_at
+                and now >= known[1].now):
+            obs = replace(known[1], now=now)
+        else:
+            obs = observe(lot, cache, status, now, door_window, refused)
+        self.lots[lot.id] = (key, obs)
+        return obs
+
+    def forget(self, lot_ids: Iterable[str]) -> None:
+        for lot_id in lot_ids:
+            self.lots.pop(lot_id, None)
+
+
+@dataclass
+class SnapshotCache:
+    """Each facility's latest stored snapshot, by its row id: a load asks the store only for the
+    newest id per facility and parses the inputs of those that changed."""
+
+    latest: dict[str, tuple[int, LimitSnapshot]] = field(default_factory=dict)
+
+    def load(self, conn: psycopg.Connection, facility_ids: Sequence[str]) -> dict[str, LimitSnapshot]:
+        rows = conn.execute(
+            """SELECT f.id, s.id FROM unnest(%s::text[]) AS f(id)
+               CROSS JOIN LATERAL (SELECT id FROM limit_snapshots WHERE facility_id = f.id
+                                    ORDER BY time DESC, id DESC LIMIT 1) s""",
+            (list(facility_ids),)).fetchall()
+        newest: dict[str, int] = dict(rows)
+        for fid in facility_ids:
+            if fid not in newest:
+                self.latest.pop(fid, None)
+        stale = [sid for fid, sid in newest.items()
+                 if fid not in self.latest or self.latest[fid][0] != sid]
+        if stale:
+            for fid, sid, inputs in conn.execute(
+                    "SELECT facility_id, id, inputs FROM limit_snapshots WHERE id = ANY(%s)",
+                    (stale,)).fetchall():
+                self.latest[fid] = (sid, snapshot_from_inputs(inputs))
+        return {fid: self.latest[fid][1] for fid in newest if fid in self.latest}
+
+    def remember(self, conn: psycopg.Connection, snapshots: Sequence[LimitSnapshot]) -> None:
+        """The snapshots just stored (this transaction): their row ids, so the next load need
+        not read them back."""
+        if not snapshots:
+            return
+        by_time: dict[datetime, list[LimitSnapshot]] = defaultdict(list)
+        for snap in snapshots:
+            by_time[snap.time].append(snap)
+        for time, group in by_time.items():
+            mine = {snap.facility_id: snap for snap in group}
+            for fid, sid in conn.execute(
+                    "SELECT DISTINCT ON (facility_id) facility_id, id FROM limit_snapshots"
+                    " WHERE facility_id = ANY(%s) AND time = %s ORDER BY facility_id, id DESC",
+                    (list(mine), time)).fetchall():
+                self.latest[fid] = (sid, mine[fid])
+
+
 def load_inputs(conn: psycopg.Connection, facility_ids: Iterable[str], now: datetime,
                 cache: SeriesCache, price_cache: PriceCache,
                 door_window: timedelta = timedelta(hours=2),
-                policy: RulePolicy | None = None) -> Loaded:
+                policy: RulePolicy | None = None,
+                observations: ObservationCache | None = None,
+                snapshots: SnapshotCache | None = None) -> Loaded:
     """Everything :func:`lending.domain.assess.assess` needs for each facility, loaded in bulk
-    (``policy``: whose sites' day and look-back the sales are totalled by)."""
+    (``policy``: whose sites' day and look-back the sales are totalled by; ``observations`` and
+    ``snapshots``: the engine's caches of unchanged lots' observations and latest snapshots)."""
     ids = sorted(set(facility_ids))
     facilities = [_facility(r) for r in conn.execute(
         "SELECT facility_id, borrower_id, currency, line, outstanding, reserves, value_floor, terms"
@@ -554,22 +660,31 @@ def load_inputs(conn: psycopg.Connection, facility_ids: Iterable[str], now: date
                        (ids,)).fetchall()]
     sales = load_sales(conn, ids, now, policy or RulePolicy())
     alerts = latest_alerts(conn, ids)
-    previous = latest_snapshots(conn, ids)
+    previous = snapshots.load(conn, ids) if snapshots is not None else latest_snapshots(conn, ids)
     inspections = latest_inspections(conn, [lot.id for lot in lots])
     lots_of: dict[str, list[Lot]] = defaultdict(list)
     for lot in lots:
         lots_of[lot.facility_id].append(lot)
     lot_facility = {lot.id: lot.facility_id for lot in lots}
+    releases_of: dict[str, list[ReleaseOrder]] = defaultdict(list)
+    for release in releases:
+        if release.lot_id in lot_facility:
+            releases_of[lot_facility[release.lot_id]].append(release)
+    receivables_of: dict[str, list[Receivable]] = defaultdict(list)
+    for receivable in receivables:
+        receivables_of[receivable.facility_id].append(receivable)
     out = {}
     for facility in facilities:
         mine = lots_of[facility.id]
         out[facility.id] = FacilityInputs(
             facility=facility, lots=mine, commodities=commodities,
             observations={lot.id: observe(lot, cache, status, now, door_window, refused)
+                          for lot in mine} if observations is None else
+                         {lot.id: observations.observe(lot, cache, status, now, door_window, refused)
                           for lot in mine},
             prices=prices,
-            releases=[r for r in releases if lot_facility.get(r.lot_id) == facility.id],
-            receivables=[r for r in receivables if r.facility_id == facility.id],
+            releases=releases_of.get(facility.id, []),
+            receivables=receivables_of.get(facility.id, []),
             sales=sales.get(facility.id, []),
             latest_alerts=alerts.get(facility.id, {}),
             previous=previous.get(facility.id),
@@ -666,6 +781,38 @@ def persist(conn: psycopg.Connection, assessment: Assessment) -> list[int]:
     if changed is not None:
         save_snapshot(conn, assessment.snapshot, changed.reasons)
     return apply_alert_events(conn, assessment.alert_events)
+
+
+_SNAPSHOT_COPY = ("COPY limit_snapshots (facility_id, time, credit_limit, available, outstanding,"
+                  " collateral_value, trusted_collateral_value, ltv, reasons, inputs) FROM STDIN")
+
+
+def save_snapshots(conn: psycopg.Connection,
+                   changed: Sequence[tuple[LimitSnapshot, Sequence[str]]]) -> None:
+    """:func:`save_snapshot` for many at once: one COPY, then their ``pw_limits`` notices (in
+    this order) in one statement."""
+    if not changed:
+        return
+    with conn.cursor() as cur, cur.copy(_SNAPSHOT_COPY) as copy:
+        for snapshot, reasons in changed:
+            copy.write_row((
+                snapshot.facility_id, snapshot.time, round(snapshot.limit, 2),
+                round(snapshot.available, 2), round(snapshot.outstanding, 2),
+                round(snapshot.collateral_value, 2), round(snapshot.trusted_collateral_value, 2),
+                _ltv_or_none(snapshot.ltv), Jsonb(list(reasons)), Jsonb(snapshot.inputs())))
+    conn.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) WITH ORDINALITY AS n(p, i)"
+                 " ORDER BY i", (LIMITS_CHANNEL, [json.dumps({
+                     "facility_id": s.facility_id, "limit": s.limit, "available": s.available,
+                     "ltv": _ltv_or_none(s.ltv)}) for s, _ in changed]))
+
+
+def persist_all(conn: psycopg.Connection, assessments: Sequence[Assessment]) -> list[list[int]]:
+    """:func:`persist` for many facilities: the snapshots of those whose limit moved in one COPY,
+    then each facility's alert events; returns the ids raised, per assessment."""
+    save_snapshots(conn, [(a.snapshot, a.limit_changed.reasons) for a in assessments
+                          if a.limit_changed is not None])
+    return [apply_alert_events(conn, a.alert_events) if a.alert_events else []
+            for a in assessments]
 
 
 def notify_prices(conn: psycopg.Connection, points: Sequence[PricePoint]) -> None:

@@ -7,9 +7,11 @@ comes back with :func:`lending.store.persist`.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
+from operator import attrgetter, is_
 
 from lending.domain.alerts import Alert, AlertEvent, AlertType, Finding, Signal, reconcile
 from lending.domain.inspection import Inspection, check_inspection
@@ -55,6 +57,7 @@ class Assessment:
     findings: Sequence[Finding]
     alert_events: Sequence[AlertEvent]
     limit_changed: LimitChanged | None
+    lots: Mapping[str, LotResult] = field(default_factory=dict)  # each lot's phase, for reuse
 
 
 def _less_detected_loss(counted: Verified, lot: Lot, found: Sequence[Finding]) -> Verified:
@@ -70,22 +73,108 @@ def _less_detected_loss(counted: Verified, lot: Lot, found: Sequence[Finding]) -
     return counted
 
 
+@dataclass(frozen=True, slots=True)
+class LotResult:
+    """One lot's part of an assessment before prices enter it (the lot phase): what the sensors
+    verified and every lot rule's finding, with what it was computed from, so that a later
+    assessment can reuse it (:func:`reusable`) when only prices (or nothing) changed."""
+
+    lot: Lot
+    commodity: Commodity
+    obs: LotObservation
+    counted: Verified  # a standing physical count applied, a detected loss deducted
+    findings: tuple[Finding, ...]  # the lot rules', the inspection's, the integrity checks'
+    now: datetime
+    policy: RulePolicy
+    trust: TrustPolicy
+    quiet: bool = False  # every finding clear, none explained by a release
+    received: tuple[datetime, ...] = ()  # every receive time of ``obs.arrivals``, sorted
+
+
+def assess_lot(lot: Lot, commodity: Commodity, obs: LotObservation,
+               releases: Sequence[ReleaseOrder], inspection: Inspection | None, now: datetime,
+               policy: RulePolicy, trust: TrustPolicy) -> LotResult:
+    """The lot phase of :func:`assess` for one lot."""
+    checked = verify(lot, obs, trust, commodity)  # what the sensors say (the rules' view)
+    integrity = check_integrity(lot, obs, policy.integrity)  # sensors that lie
+    checked = integrity.applied_to(checked)
+    counted, inspected = check_inspection(lot, inspection, checked, trust)
+    found = lot_findings(lot, commodity, obs, checked, releases, policy, trust)
+    counted = _less_detected_loss(counted, lot, found)  # a standing physical count outranks sensors
+    findings = (*found, inspected, *integrity.findings)
+    return LotResult(lot, commodity, obs, counted, findings, now, policy, trust,
+                     quiet=all(f.signal is Signal.CLEAR and f.resolution is None
+                               for f in findings),
+                     received=tuple(sorted(r for arrivals in obs.arrivals.values()
+                                           for _, r in arrivals)))
+
+
+_READINGS = attrgetter(*(f.name for f in fields(LotObservation) if f.name != "now"))
+
+
+def reusable(previous: LotResult, lot: Lot, commodity: Commodity, obs: LotObservation,
+             releases: Sequence[ReleaseOrder], inspection: Inspection | None, now: datetime,
+             policy: RulePolicy, trust: TrustPolicy) -> bool:
+    """Whether :func:`assess_lot` at ``now`` would give ``previous`` again (its stale age aside,
+    see :func:`reused`), so the lot phase need not run: the same lot, commodity, policies and
+    readings (``obs`` is ``previous.obs`` as of a later ``now``: the same series objects), no
+    release order, inspection, refused message, tamper flag, door opening or position that a
+    rule reads against the clock, every finding clear then, the readings not stale now, and no
+    arrival leaving the clock-skew window in between. Conservative: anything else recomputes."""
+    before = previous.obs
+    if not (previous.policy is policy and previous.trust is trust and now >= previous.now
+            and obs.now == now and all(map(is_, _READINGS(obs), _READINGS(before)))
+            and previous.lot == lot and previous.commodity == commodity
+            and inspection is None and not obs.refused and not obs.door_open_at
+            and not obs.tamper_seen_at and not obs.tampered and obs.position is None
+            and not obs.position_received and not obs.track and previous.quiet):
+        return False
+    if any(r.lot_id == lot.id for r in releases):
+        return False
+    bound = set(lot.sensors)
+    seen = [t for d, t in obs.last_seen.items() if d in bound]
+    if seen and now - max(seen) > trust.stale_after:
+        return False
+    window = policy.integrity.clock_skew_window
+    received = previous.received  # none may leave the skew window, or enter it, in between
+    return (bisect_left(received, previous.now - window) == bisect_left(received, now - window)
+            and bisect_right(received, previous.now) == bisect_right(received, now))
+
+
+def reused(previous: LotResult, obs: LotObservation) -> LotResult:
+    """``previous`` as of ``obs.now``: only the age of the newest reading moves."""
+    counted = previous.counted
+    if counted.stale_s is not None:
+        bound = set(previous.lot.sensors)
+        newest = max(t for d, t in obs.last_seen.items() if d in bound)
+        counted = replace(counted, stale_s=max(0.0, (obs.now - newest).total_seconds()))
+    return replace(previous, obs=obs, counted=counted, now=obs.now)
+
+
 def assess(inputs: FacilityInputs, now: datetime, policy: RulePolicy | None = None,
-           trust: TrustPolicy | None = None) -> Assessment:
+           trust: TrustPolicy | None = None,
+           previous: Mapping[str, LotResult] | None = None) -> Assessment:
+    """The facility's assessment; ``previous``: lot phases of an earlier assessment (by lot id)
+    that may be reused where :func:`reusable` says nothing they depend on has changed."""
     policy = policy or RulePolicy()
     trust = trust or TrustPolicy()
     facility = inputs.facility
-    lines, verified, findings = [], {}, []
+    lines, verified = [], {}
+    findings: list[Finding] = []
+    results: dict[str, LotResult] = {}
     for lot in inputs.lots:
         commodity = inputs.commodities.get(lot.commodity) or Commodity(lot.commodity)
         obs = inputs.observations.get(lot.id) or LotObservation(now=now)
-        checked = verify(lot, obs, trust, commodity)  # what the sensors say (the rules' view)
-        integrity = check_integrity(lot, obs, policy.integrity)  # sensors that lie
-        checked = integrity.applied_to(checked)
-        counted, inspected = check_inspection(lot, inputs.inspections.get(lot.id), checked, trust)
-        found = lot_findings(lot, commodity, obs, checked, inputs.releases, policy, trust)
-        counted = _less_detected_loss(counted, lot, found)
-        verified[lot.id] = counted  # a standing physical count outranks the sensors
+        inspection = inputs.inspections.get(lot.id)
+        before = previous.get(lot.id) if previous else None
+        if before is not None and reusable(before, lot, commodity, obs, inputs.releases,
+                                           inspection, now, policy, trust):
+            result = reused(before, obs)
+        else:
+            result = assess_lot(lot, commodity, obs, inputs.releases, inspection, now, policy,
+                                trust)
+        results[lot.id] = result
+        counted = verified[lot.id] = result.counted
         history = inputs.prices.get(lot.commodity, ())
         latest = history[-1] if history else None
         cut = haircut(history, commodity.liquidation_days, facility.terms)
@@ -94,9 +183,7 @@ def assess(inputs: FacilityInputs, now: datetime, policy: RulePolicy | None = No
                               commodity.unit_price(1.0, lot.unit_weight_kg),
                               None if latest is None else latest.time, cut,
                               facility.terms.advance_rate))
-        findings.extend(found)
-        findings.append(inspected)
-        findings.extend(integrity.findings)
+        findings.extend(result.findings)
     snapshot = compute_limit(facility, lines, inputs.receivables, now)
     waiting = any(not v.observed for v in verified.values())
     findings.extend(facility_findings(facility, snapshot, inputs.latest_alerts,
@@ -109,4 +196,4 @@ def assess(inputs: FacilityInputs, now: datetime, policy: RulePolicy | None = No
             "first assessment",)
         changed = LimitChanged(facility.id, None if inputs.previous is None else
                                inputs.previous.limit, snapshot.limit, reasons)
-    return Assessment(snapshot, verified, findings, events, changed)
+    return Assessment(snapshot, verified, findings, events, changed, results)
