@@ -2,24 +2,31 @@
 from ``ledger_outbox`` in id order, encodes each as a canonical entry, appends them to the Merkle
 log (entries, leaf hashes and every subtree they complete, written with COPY), deletes them from
 the outbox and, every ``every_entries`` entries or ``every_seconds`` seconds, signs a tree head —
-all in one transaction, so a crash appends a whole batch or none of it."""
+all in one transaction, so a crash appends a whole batch or none of it.
+
+``on_head`` (a :data:`HeadHook`) is called with each head signed, inside that transaction: the
+process wiring passes the notifier's, which queues the head for webhooks and MQTT (this layer
+knows nothing of the notifier)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import psycopg
 
 from ledger import merkle
 from ledger.canonical import entry_text, head_message, loads
-from ledger.signing import ALGORITHM, Signer
+from ledger.signing import HeadSigner
 from ledger.store import LOCK_KEY, SignedHead, fetch_nodes, latest_head, tree_size
 
 log = logging.getLogger(__name__)
+
+# Called with each head signed, in the transaction that signs it (an exception rolls it back).
+HeadHook = Callable[[psycopg.Connection, SignedHead], object]
 
 
 @dataclass(frozen=True)
@@ -74,17 +81,17 @@ def write_records(conn: psycopg.Connection, compact: merkle.CompactRange,
     return count
 
 
-def register_key(conn: psycopg.Connection, signer: Signer) -> None:
+def register_key(conn: psycopg.Connection, signer: HeadSigner) -> None:
     conn.execute("INSERT INTO ledger_keys (key_id, algorithm, public_key) VALUES (%s, %s, %s)"
-                 " ON CONFLICT DO NOTHING", (signer.key_id, ALGORITHM, signer.public_key))
+                 " ON CONFLICT DO NOTHING", (signer.key_id, signer.algorithm, signer.public_key))
 
 
-def sign_head(conn: psycopg.Connection, signer: Signer, size: int, root: bytes,
+def sign_head(conn: psycopg.Connection, signer: HeadSigner, size: int, root: bytes,
               now_ms: int | None = None) -> SignedHead:
     register_key(conn, signer)
     ts = int(time.time() * 1000) if now_ms is None else now_ms
     head = SignedHead(size, root, ts, signer.key_id, signer.public_key,
-                      signer.sign(head_message(size, root, ts)))
+                      signer.sign(head_message(size, root, ts)), signer.algorithm)
     conn.execute("INSERT INTO ledger_heads (tree_size, root_hash, timestamp_ms, key_id, signature)"
                  " VALUES (%s, %s, %s, %s, %s)",
                  (size, root, ts, head.key_id, head.signature))
@@ -104,9 +111,11 @@ def _due(conn: psycopg.Connection, size: int, policy: HeadPolicy, force: bool) -
     return row is not None and float(row[0]) >= policy.every_seconds
 
 
-def append_pending(conn: psycopg.Connection, signer: Signer, policy: HeadPolicy = HeadPolicy(),
-                   *, batch: int = 5000, force_head: bool = False) -> AppendResult:
-    """Append up to ``batch`` captured rows and sign a head when one is due (or ``force_head``)."""
+def append_pending(conn: psycopg.Connection, signer: HeadSigner,
+                   policy: HeadPolicy = HeadPolicy(), *, batch: int = 5000,
+                   force_head: bool = False, on_head: HeadHook | None = None) -> AppendResult:
+    """Append up to ``batch`` captured rows and sign a head when one is due (or ``force_head``);
+    ``on_head`` is called with it in the same transaction."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
         conn.execute("SET LOCAL TimeZone = 'UTC'")
@@ -123,10 +132,12 @@ def append_pending(conn: psycopg.Connection, signer: Signer, policy: HeadPolicy 
         head = None
         if _due(conn, compact.size, policy, force_head):
             head = sign_head(conn, signer, compact.size, compact.root())
+            if on_head is not None:
+                on_head(conn, head)
         return AppendResult(len(rows), compact.size, head)
 
 
-def append_records(conn: psycopg.Connection, signer: Signer | None,
+def append_records(conn: psycopg.Connection, signer: HeadSigner | None,
                    records: Iterable[Record]) -> AppendResult:
     """Append entries that did not come through the outbox (imports, the benchmark's bulk log),
     and sign a head over them when a signer is given."""
@@ -138,26 +149,29 @@ def append_records(conn: psycopg.Connection, signer: Signer | None,
         return AppendResult(count, compact.size, head)
 
 
-def drain(conn: psycopg.Connection, signer: Signer, policy: HeadPolicy = HeadPolicy(), *,
-          batch: int = 5000, sign: bool = True) -> AppendResult:
+def drain(conn: psycopg.Connection, signer: HeadSigner, policy: HeadPolicy = HeadPolicy(), *,
+          batch: int = 5000, sign: bool = True,
+          on_head: HeadHook | None = None) -> AppendResult:
     """Append everything captured so far; with ``sign``, end with a head over all of it."""
     total = 0
     while True:
-        result = append_pending(conn, signer, policy, batch=batch)
+        result = append_pending(conn, signer, policy, batch=batch, on_head=on_head)
         total += result.appended
         if result.appended < batch:
             break
     head = result.head
     if sign:
-        final = append_pending(conn, signer, policy, batch=batch, force_head=True)
+        final = append_pending(conn, signer, policy, batch=batch, force_head=True,
+                               on_head=on_head)
         head = final.head or head
         total += final.appended
         result = final
     return AppendResult(total, result.tree_size, head)
 
 
-def run(database_url: str, signer: Signer, policy: HeadPolicy, stop: threading.Event, *,
-        poll_s: float = 0.05, batch: int = 5000, retry_s: float = 1.0) -> None:
+def run(database_url: str, signer: HeadSigner, policy: HeadPolicy, stop: threading.Event, *,
+        poll_s: float = 0.05, batch: int = 5000, retry_s: float = 1.0,
+        on_head: HeadHook | None = None) -> None:
     """The sequencer's loop: append whatever was captured, sleep ``poll_s`` when there was
     nothing, until ``stop`` is set (then append what is left and sign a last head). A lost
     database connection is logged and made again after ``retry_s``."""
@@ -165,12 +179,13 @@ def run(database_url: str, signer: Signer, policy: HeadPolicy, stop: threading.E
         try:
             with psycopg.connect(database_url, autocommit=True) as conn:
                 while not stop.is_set():
-                    result = append_pending(conn, signer, policy, batch=batch)
+                    result = append_pending(conn, signer, policy, batch=batch,
+                                            on_head=on_head)
                     if result.head is not None:
                         log.info("ledger: signed head at size %d", result.tree_size)
                     if result.appended < batch:
                         stop.wait(poll_s)
-                drain(conn, signer, policy, batch=batch)
+                drain(conn, signer, policy, batch=batch, on_head=on_head)
         except psycopg.OperationalError:
             log.exception("ledger: the database connection failed; connecting again")
             stop.wait(retry_s)

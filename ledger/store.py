@@ -24,6 +24,7 @@ class SignedHead:
     key_id: str
     public_key: bytes
     signature: bytes
+    algorithm: str = ALGORITHM  # the key's, as ledger_keys records it: ed25519 or sm2
 
     def message(self) -> bytes:
         return head_message(self.tree_size, self.root_hash, self.timestamp_ms)
@@ -31,12 +32,12 @@ class SignedHead:
     def verify(self, public_key: bytes | None = None) -> None:
         """Check the signature (with ``public_key`` when a party pinned one, else the head's)."""
         key = self.public_key if public_key is None else public_key
-        verify_signature(key, self.message(), self.signature)
+        verify_signature(key, self.message(), self.signature, self.algorithm)
 
     def to_json(self) -> dict[str, Any]:
         """What a party keeps: everything needed to check the signature and later proofs."""
         return {"tree_size": self.tree_size, "root_hash": self.root_hash.hex(),
-                "timestamp": self.timestamp_ms, "key_id": self.key_id, "algorithm": ALGORITHM,
+                "timestamp": self.timestamp_ms, "key_id": self.key_id, "algorithm": self.algorithm,
                 "public_key": base64.b64encode(self.public_key).decode(),
                 "signature": base64.b64encode(self.signature).decode()}
 
@@ -46,17 +47,18 @@ class SignedHead:
             return cls(int(data["tree_size"]), bytes.fromhex(data["root_hash"]),
                        int(data["timestamp"]), str(data["key_id"]),
                        base64.b64decode(data["public_key"], validate=True),
-                       base64.b64decode(data["signature"], validate=True))
+                       base64.b64decode(data["signature"], validate=True),
+                       str(data.get("algorithm", ALGORITHM)))
         except (KeyError, ValueError, TypeError) as exc:
             raise SignatureError(f"not a signed tree head: {exc}") from None
 
 
-HEAD_SQL = ("SELECT h.tree_size, h.root_hash, h.timestamp_ms, h.key_id, k.public_key, h.signature"
-            " FROM ledger_heads h JOIN ledger_keys k USING (key_id)")
+HEAD_SQL = ("SELECT h.tree_size, h.root_hash, h.timestamp_ms, h.key_id, k.public_key, h.signature,"
+            " k.algorithm FROM ledger_heads h JOIN ledger_keys k USING (key_id)")
 
 
 def _head(row: Any) -> SignedHead:
-    return SignedHead(row[0], bytes(row[1]), row[2], row[3], bytes(row[4]), bytes(row[5]))
+    return SignedHead(row[0], bytes(row[1]), row[2], row[3], bytes(row[4]), bytes(row[5]), row[6])
 
 
 def tree_size(conn: psycopg.Connection) -> int:

@@ -1,5 +1,8 @@
-"""The MQTT alert topic: publishes outbox events at QoS 1 (paho) and marks them published only
-after the broker's PUBACK, on ``<prefix>/<borrower_id>/<facility_id>``."""
+"""The MQTT side of the outbox: publishes events at QoS 1 (paho) and marks them published only
+after the broker's PUBACK: alert events on ``<prefix>/<borrower_id>/<facility_id>``, the ledger's
+signed heads on the heads topic (``pw/ledger/v1/heads``), retained. The two go in separate
+passes, so heads the broker refuses (an ACL without ``topic write pw/ledger/#``) never hold
+alerts back, nor the other way round."""
 
 from __future__ import annotations
 
@@ -15,9 +18,15 @@ import psycopg
 
 from gateway.mqtt import MqttTarget, connect_kwargs, new_client
 from notifier.config import NotifierConfig
-from notifier.events import alert_topic, event_body
+from notifier.events import event_body, event_topic
 
 log = logging.getLogger(__name__)
+
+ALERTS = "kind <> 'ledger_head'"  # SQL: which outbox rows each pass publishes
+HEADS = "kind = 'ledger_head'"
+# Heads go out from one notifier at a time (a transaction-scoped advisory lock), in order, so the
+# retained head is the newest one published.
+HEADS_LOCK = 0x706C6468  # "pldh"
 
 
 class AlertPublisher:
@@ -63,18 +72,28 @@ class AlertPublisher:
         """One pass; returns how many events were published (and marked)."""
         if not self.connected.is_set():
             return 0
+        return self._publish(conn, ALERTS) + self._publish(conn, HEADS)
+
+    def _publish(self, conn: psycopg.Connection, kinds: str) -> int:
         with conn.transaction():
+            if kinds == HEADS:
+                locked = conn.execute("SELECT pg_try_advisory_xact_lock(%s)",
+                                      (HEADS_LOCK,)).fetchone()
+                if locked is None or not locked[0]:
+                    return 0
             rows = conn.execute(
                 "SELECT id, kind, created_at, payload, borrower_id, facility_id FROM alert_events"
-                " WHERE mqtt_published_at IS NULL AND kind <> 'ping' ORDER BY id LIMIT %s"
-                " FOR UPDATE SKIP LOCKED", (self.config.mqtt_batch,)).fetchall()
+                f" WHERE mqtt_published_at IS NULL AND kind <> 'ping' AND {kinds}"
+                " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+                (self.config.mqtt_batch,)).fetchall()
             if not rows:
                 return 0
             sent = []
             for event_id, kind, created_at, payload, borrower_id, facility_id in rows:
-                topic = alert_topic(self.config.topic_prefix, borrower_id, facility_id)
+                topic, retain = event_topic(self.config.topic_prefix, self.config.heads_topic,
+                                            kind, borrower_id, facility_id)
                 body = event_body(event_id, kind, created_at, payload)
-                sent.append((event_id, self.client.publish(topic, body, qos=1)))
+                sent.append((event_id, self.client.publish(topic, body, qos=1, retain=retain)))
             deadline = time.monotonic() + self.config.puback_timeout_s
             acked = [event_id for event_id, info in sent
                      if _acked(info, deadline) and info.mid not in self._refused]

@@ -13,6 +13,7 @@ class NotifierConfig:
     backoff_max_s: float = 3600.0
     timeout_s: float = 5.0
     topic_prefix: str = "pw/alerts/v1"
+    heads_topic: str = "pw/ledger/v1/heads"  # the ledger's signed heads, retained
     poll_s: float = 1.0  # longest sleep between passes (retries due, a missed NOTIFY)
     batch: int = 16  # deliveries claimed per pass
     concurrency: int = 4  # deliveries sent at once

@@ -1,6 +1,7 @@
-"""What an alert event looks like on the way out (pure, standard library only): its name, its
-JSON body (the same bytes on a webhook and on MQTT), its MQTT topic, which URLs may receive
-webhooks, and the backoff between delivery attempts."""
+"""What an event looks like on the way out (pure, standard library only): its name, its JSON body
+(the same bytes on a webhook and on MQTT), its MQTT topic, which URLs may receive webhooks, and the
+backoff between delivery attempts. Events are alert changes, webhook pings and the ledger's signed
+tree heads."""
 
 from __future__ import annotations
 
@@ -39,8 +40,18 @@ def backoff_s(attempt: int, base_s: float, max_s: float,
     return full / 2 + full / 2 * rand()
 
 
+PING = "ping"  # a test delivery to one webhook (never published on MQTT)
+LEDGER_HEAD = "ledger_head"  # a signed tree head of the ledger (notifier.ledger_heads)
+
+
 def event_name(kind: str) -> str:
-    return "ping" if kind == "ping" else f"alert.{kind}"
+    """The ``type`` of the body and the ``X-PledgeWatch-Event`` header: ``ping``,
+    ``ledger.head`` or ``alert.<kind>``."""
+    if kind == PING:
+        return "ping"
+    if kind == LEDGER_HEAD:
+        return "ledger.head"
+    return f"alert.{kind}"
 
 
 def event_body(event_id: int, kind: str, created_at: datetime, payload: Mapping[str, Any]) -> bytes:
@@ -58,3 +69,13 @@ def topic_segment(value: str | None) -> str:
 
 def alert_topic(prefix: str, borrower_id: str | None, facility_id: str | None) -> str:
     return f"{prefix.rstrip('/')}/{topic_segment(borrower_id)}/{topic_segment(facility_id)}"
+
+
+def event_topic(config_prefix: str, heads_topic: str, kind: str, borrower_id: str | None,
+                facility_id: str | None) -> tuple[str, bool]:
+    """Where an event goes on MQTT and whether the broker retains it: a signed head on the
+    heads topic, retained (a party subscribing later gets the latest head at once); an alert
+    event on its alert topic, not retained."""
+    if kind == LEDGER_HEAD:
+        return heads_topic, True
+    return alert_topic(config_prefix, borrower_id, facility_id), False

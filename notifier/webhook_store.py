@@ -16,21 +16,23 @@ from notifier.events import check_webhook_url, event_name
 NOTIFY_CHANNEL = "pw_notify"  # the outbox trigger's wake-up call (empty payload)
 
 WEBHOOK_COLUMNS = ("id, url, borrower_id, description, active, created_by, created_at,"
-                   " deactivated_at")
+                   " deactivated_at, ledger_heads")
 
 
 def create_webhook(conn: psycopg.Connection, url: str, secret: str, borrower_id: str | None,
                    description: str, created_by: str, *, policy: DestinationPolicy,
-                   resolver: Resolver = resolve) -> dict[str, Any]:
+                   resolver: Resolver = resolve, ledger_heads: bool = False) -> dict[str, Any]:
     """Register a receiver. ValueError (a one-line reason) when the URL is malformed or its host
-    is not a public address and not allow-listed by ``policy`` (checked again at every delivery)."""
+    is not a public address and not allow-listed by ``policy`` (checked again at every delivery).
+    ``ledger_heads``: it also receives the ledger's signed tree heads (``ledger.head`` events),
+    whatever its borrower scope."""
     check_webhook_url(url)
     check_destination(url, policy, resolver)
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
-            f"INSERT INTO webhooks (url, secret, borrower_id, description, created_by)"
-            f" VALUES (%s, %s, %s, %s, %s) RETURNING {WEBHOOK_COLUMNS}",
-            (url, secret, borrower_id, description, created_by)).fetchone()
+            f"INSERT INTO webhooks (url, secret, borrower_id, description, created_by,"
+            f" ledger_heads) VALUES (%s, %s, %s, %s, %s, %s) RETURNING {WEBHOOK_COLUMNS}",
+            (url, secret, borrower_id, description, created_by, ledger_heads)).fetchone()
     assert row is not None
     return row
 

@@ -15,6 +15,9 @@ and several processes can share the work:
   at QoS 1 on ``<prefix>/<borrower_id>/<facility_id>`` and marked published only after their
   PUBACK.
 
+The ledger's signed heads travel the same way (:mod:`notifier.ledger_heads`): a ``ledger_head``
+event, delivered to the webhooks that asked for heads and published, retained, on the heads topic.
+
 Both are at least once: a receiver dedupes on the event id (the body's ``id``).
 
 The signature and how receivers check it: :mod:`notifier.signing`.

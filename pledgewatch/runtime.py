@@ -16,7 +16,8 @@ from gateway.consumer import GatewayConfig
 from gateway.mqtt import MqttTarget, parse_mqtt_url
 from ledger.appender import HeadPolicy
 from ledger.appender import run as run_sequencer
-from ledger.signing import Signer
+from ledger.signing import HeadSigner, load_signer
+from notifier.ledger_heads import enqueue_head
 from pledgewatch.embedded import EmbeddedBroker, EmbeddedPostgres
 from pledgewatch.net import port_open
 from pledgewatch.settings import Settings
@@ -133,16 +134,26 @@ def time_series_options(settings: Settings) -> TimeSeriesOptions:
 
 
 def ledger_key_path(settings: Settings) -> Path:
-    """The ledger's signing key: PLEDGEWATCH_LEDGER_KEY_FILE, else under the state directory."""
-    return settings.ledger_key_file or settings.state_dir / "ledger" / "signing.key"
+    """The ledger's signing key: PLEDGEWATCH_LEDGER_KEY_FILE, else under the state directory
+    (``signing.key`` for Ed25519, ``signing-sm2.key`` for SM2, so switching the algorithm makes
+    a new key rather than misreading the old one)."""
+    name = "signing.key" if settings.ledger_algorithm == "ed25519" else "signing-sm2.key"
+    return settings.ledger_key_file or settings.state_dir / "ledger" / name
+
+
+def ledger_signer(settings: Settings) -> HeadSigner:
+    """The key heads are signed with, of ``PLEDGEWATCH_LEDGER_ALGORITHM`` (made on first use)."""
+    return load_signer(ledger_key_path(settings), settings.ledger_algorithm)
 
 
 def start_ledger(database_url: str, settings: Settings, stop: threading.Event) -> threading.Thread:
     """The ledger's sequencer in a thread: captured events appended, heads signed (one writer at
-    a time across processes: an advisory lock)."""
-    signer = Signer.from_file(ledger_key_path(settings))
+    a time across processes: an advisory lock) and each head queued for webhooks and MQTT in the
+    transaction that signs it."""
+    signer = ledger_signer(settings)
     policy = HeadPolicy(settings.ledger_every_entries, settings.ledger_every_s)
     thread = threading.Thread(target=run_sequencer, args=(database_url, signer, policy, stop),
-                              kwargs={"poll_s": 0.5}, name="ledger", daemon=True)
+                              kwargs={"poll_s": 0.5, "on_head": enqueue_head},
+                              name="ledger", daemon=True)
     thread.start()
     return thread

@@ -41,7 +41,8 @@ def create_webhook(request: Request, conn: ConnDep, officer: BankUser,
     try:
         row = webhook_store.create_webhook(conn, body.url, secret, body.borrower_id,
                                            body.description, officer.subject,
-                                           policy=config.webhook_policy)
+                                           policy=config.webhook_policy,
+                                           ledger_heads=body.ledger_heads)
     except ValueError as exc:
         raise ApiProblem(422, f"url: {exc}") from None
     return {**row, "secret": None if body.secret else secret}

@@ -15,7 +15,8 @@ import psycopg
 import typer
 
 from ledger import appender, merkle, store, verify
-from ledger.signing import SignatureError, Signer
+from ledger.signing import HeadSigner, SignatureError, load_signer
+from notifier.ledger_heads import enqueue_head
 from pledgewatch.cli.common import database, fail, settings_or_exit, stop_on_signals
 from pledgewatch.runtime import ledger_key_path
 
@@ -23,17 +24,20 @@ ledger_app = typer.Typer(help="The verifiable ledger: signed heads, proofs, expo
                          no_args_is_help=True)
 
 KeyFile = Annotated[Path | None, typer.Option(
-    help="the Ed25519 signing key (PKCS#8 PEM), made on first use "
-                         "(default: PLEDGEWATCH_LEDGER_KEY_FILE, else <state_dir>/ledger/signing.key)")]
+    help="the signing key (PKCS#8 PEM) of PLEDGEWATCH_LEDGER_ALGORITHM (ed25519 or sm2), made on "
+         "first use (default: PLEDGEWATCH_LEDGER_KEY_FILE, else <state_dir>/ledger/signing.key, "
+         "signing-sm2.key for sm2)")]
 PublicKey = Annotated[str | None, typer.Option(
-    help="check signatures with this public key (base64, raw 32 bytes) instead of the one each "
-         "head carries: the key a party pinned")]
+    help="check signatures with this public key (base64: raw 32 bytes for Ed25519, the 65-byte "
+         "uncompressed point for SM2) instead of the one each head carries: the key a party "
+         "pinned")]
 
 
-def signer(key_file: Path | None) -> Signer:
-    path = key_file or ledger_key_path(settings_or_exit())
+def signer(key_file: Path | None) -> HeadSigner:
+    settings = settings_or_exit()
+    path = key_file or ledger_key_path(settings)
     try:
-        return Signer.from_file(path)
+        return load_signer(path, settings.ledger_algorithm)
     except (OSError, ValueError) as exc:
         raise fail(f"cannot use the ledger signing key {path}: {exc}") from None
 
@@ -45,8 +49,9 @@ def _pinned(public_key: str | None) -> bytes | None:
         raw = base64.b64decode(public_key, validate=True)
     except ValueError:
         raise fail("--public-key must be base64") from None
-    if len(raw) != 32:
-        raise fail("--public-key must be a raw Ed25519 public key (32 bytes, base64)")
+    if len(raw) not in (32, 65):
+        raise fail("--public-key must be a raw Ed25519 public key (32 bytes) or an uncompressed "
+                   "SM2 point (65 bytes), base64")
     return raw
 
 
@@ -81,14 +86,14 @@ def append(
     with database() as (url, conn):
         conn.autocommit = True
         if not follow:
-            result = appender.drain(conn, key, policy)
+            result = appender.drain(conn, key, policy, on_head=enqueue_head)
             head = store.latest_head(conn)
             typer.echo(f"appended {result.appended}; tree size {result.tree_size}; "
                        f"signed head {head.tree_size if head else 0}")
             return
         stop = threading.Event()
         stop_on_signals(stop.set)
-        appender.run(url, key, policy, stop)
+        appender.run(url, key, policy, stop, on_head=enqueue_head)
 
 
 @ledger_app.command("head")
