@@ -222,3 +222,30 @@ export function liveEvents({ onEvent, onState }) {
     },
   };
 }
+
+/**
+ * Sends a file's content as the body (`contentType`: text/csv, application/xml) and resolves to
+ * the JSON answer; a refusal throws an ApiError carrying the problem's `errors` (a 422 names each
+ * bad line: loc ['body', 'line', n, field]).
+ */
+export async function upload(path, body, contentType, { filename } = {}) {
+  const headers = { Accept: 'application/json', 'Content-Type': contentType };
+  if (session.token) headers.Authorization = `Bearer ${session.token}`;
+  if (filename) headers['X-Filename'] = filename.replace(/[^\x20-\x7e]/g, '_').slice(0, 200);
+  const response = await fetch(API + path, { method: 'POST', headers, body });
+  if (response.status === 401) {
+    session.clear();
+    onUnauthorized();
+  }
+  if (response.ok) return response.json();
+  let problemBody = null;
+  try {
+    problemBody = await response.json();
+  } catch {
+    problemBody = null;
+  }
+  const error = new ApiError(response.status,
+    typeof problemBody?.detail === 'string' ? problemBody.detail : response.statusText);
+  error.errors = Array.isArray(problemBody?.errors) ? problemBody.errors : [];
+  throw error;
+}

@@ -1,13 +1,15 @@
 // PledgeWatch dashboard: hash routes (#/login, #/, #/facility/<id>, #/alerts?<filters>, #/map,
-// #/chain, #/drawdowns), one live event stream.
+// #/chain, #/drawdowns, #/ledger, #/reconciliation?<import, facility>), one live event stream.
 import { alertsView } from './alertspage.js';
 import { api, liveEvents, login, session, whenUnauthorized } from './api.js';
 import { chainView } from './chainpage.js';
 import { h, replace } from './dom.js';
 import { drawdownsView } from './drawdownspage.js';
 import { facilityView } from './facility.js';
+import { ledgerView } from './ledgerpage.js';
 import { mapView } from './mappage.js';
 import { portfolioView } from './portfolio.js';
+import { reconciliationView } from './reconpage.js';
 
 const main = document.getElementById('main');
 const liveBadge = document.getElementById('live');
@@ -110,6 +112,9 @@ function page(hash) {
   if (/^#\/map\/?$/.test(hash)) return ['map', () => mapView(main)];
   if (/^#\/chain\/?$/.test(hash)) return ['chain', () => chainView(main)];
   if (/^#\/drawdowns\/?$/.test(hash)) return ['drawdowns', () => drawdownsView(main)];
+  if (/^#\/ledger\/?$/.test(hash)) return ['ledger', () => ledgerView(main)];
+  const recon = hash.match(/^#\/reconciliation\/?(?:\?(.*))?$/);
+  if (recon) return ['reconciliation', () => reconciliationView(main, new URLSearchParams(recon[1] || ''))];
   return ['portfolio', () => portfolioView(main)];
 }
 
