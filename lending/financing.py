@@ -108,12 +108,16 @@ def _context(cur: psycopg.Cursor[Row], facility: Row, read: Row | None = None) -
         credit_limit=None if read["credit_limit"] is None else Decimal(read["credit_limit"]),
         outstanding=Decimal(facility["outstanding"]),
         critical_alerts=list(read["critical"]),
-        blacklisted=read["blacklisted"])
+        blacklisted=read["blacklisted"],
+        grade=read["grade"],
+        grade_auto_approve_max=(None if read["auto_approve_max"] is None
+                                else Decimal(read["auto_approve_max"])))
 
 
 # One statement, one snapshot taken after the facility's lock is held: the latest limit snapshot,
 # the facility's open critical alerts, the borrower's blacklist entry, and the drawdown an earlier
-# request with this caller's Idempotency-Key made (NULLs without a key).
+# request with this caller's Idempotency-Key made (NULLs without a key), and the borrower's
+# current credit grade with its auto-approval cap (NULLs when unrated or the product has none).
 _CONTEXT_SQL = (
     "SELECT (SELECT credit_limit FROM limit_snapshots WHERE facility_id = %(fid)s"
     "        ORDER BY time DESC, id DESC LIMIT 1) AS credit_limit,"
@@ -121,9 +125,16 @@ _CONTEXT_SQL = (
     "       AND severity = 'critical') AS critical,"
     " (SELECT reason FROM blacklist WHERE borrower_id = (SELECT borrower_id FROM facilities"
     "  WHERE facility_id = %(fid)s) AND removed_at IS NULL LIMIT 1) AS blacklisted,"
-    " k.drawdown_id, k.request_hash"
+    " k.drawdown_id, k.request_hash, g.grade, g.auto_approve_max"
     " FROM (SELECT 1) one LEFT JOIN drawdowns k"
-    "   ON k.requested_by = %(by)s AND k.idempotency_key = %(key)s")
+    "   ON k.requested_by = %(by)s AND k.idempotency_key = %(key)s"
+    # the borrower's current credit grade and the product's auto-approval cap for it (rating)
+    " LEFT JOIN LATERAL (SELECT r.grade,"
+    "   CASE WHEN jsonb_typeof(f.terms->'by_grade'->r.grade->'auto_approve_max') = 'number'"
+    "   THEN (f.terms->'by_grade'->r.grade->>'auto_approve_max')::numeric END AS auto_approve_max"
+    "   FROM facilities f CROSS JOIN LATERAL (SELECT grade FROM borrower_ratings"
+    "     WHERE borrower_id = f.borrower_id ORDER BY as_of DESC LIMIT 1) r"
+    "   WHERE f.facility_id = %(fid)s) g ON true")
 
 
 _LOCK_FACILITY = (

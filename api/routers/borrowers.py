@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path
 from api import scoped_reads
 from api.deps import ConnDep, CurrentPrincipal, Page, PageDep
 from api.problems import found, responses
-from api.schemas import BorrowerPublic, Slug
+from api.schemas import BorrowerPublic, BorrowerRating, Slug
 
 router = APIRouter(prefix="/borrowers", tags=["borrowers"])
 
@@ -23,3 +23,14 @@ def list_borrowers(conn: ConnDep, principal: CurrentPrincipal, page: PageDep) ->
 def get_borrower(conn: ConnDep, principal: CurrentPrincipal,
                  borrower_id: Annotated[Slug, Path(description="borrower id")]) -> dict[str, Any]:
     return found(scoped_reads.borrower(conn, principal.scope, borrower_id), "borrower", borrower_id)
+
+
+@router.get("/{borrower_id}/rating", response_model=BorrowerRating,
+            responses=responses(401, 404, 422))
+def get_borrower_rating(conn: ConnDep, principal: CurrentPrincipal,
+                        borrower_id: Annotated[Slug, Path(description="borrower id")]
+                        ) -> dict[str, Any]:
+    """The borrower's current credit rating (score, PD, grade, reason codes) and its history of
+    ratings and grade changes; an enterprise sees its own."""
+    return found(scoped_reads.borrower_rating(conn, principal.scope, borrower_id), "borrower",
+                 borrower_id)

@@ -51,6 +51,8 @@ class DrawdownContext:
     outstanding: Decimal  # derived from approved drawdowns, read under the lock
     critical_alerts: Sequence[str]  # types of the facility's open or acknowledged critical alerts
     blacklisted: str | None  # the active blacklist entry's reason
+    grade: str | None = None  # the borrower's current credit grade; None: not rated
+    grade_auto_approve_max: Decimal | None = None  # the product's auto-approval cap for that grade
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,9 @@ def available_limit(ctx: DrawdownContext) -> Decimal:
 
 def decide_drawdown(amount: Decimal, currency: str, ctx: DrawdownContext) -> DrawdownDecision:
     """Approved at once when the amount fits the live available limit, the facility has no open
-    critical alert and the borrower is not blacklisted; otherwise pending, with every reason."""
+    critical alert, the borrower is not blacklisted and the amount is within the auto-approval cap
+    of the borrower's credit grade (when the product sets one); otherwise pending, with every
+    reason."""
     if currency != ctx.facility_currency:
         raise FinancingError(f"the facility lends in {ctx.facility_currency}, not {currency}")
     available = available_limit(ctx)
@@ -83,6 +87,9 @@ def decide_drawdown(amount: Decimal, currency: str, ctx: DrawdownContext) -> Dra
         reasons.append(f"open critical alert on the facility: {kinds}")
     if ctx.blacklisted is not None:
         reasons.append(f"borrower is on the blacklist: {ctx.blacklisted}")
+    if ctx.grade_auto_approve_max is not None and amount > ctx.grade_auto_approve_max:
+        reasons.append(f"amount {amount:,.2f} is above the auto-approval limit of grade "
+                       f"{ctx.grade} ({ctx.grade_auto_approve_max:,.2f} {ctx.facility_currency})")
     return DrawdownDecision(not reasons, tuple(reasons), available)
 
 

@@ -7,6 +7,7 @@ product parameter (:class:`ProductTerms`), never a constant in the code that use
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -38,6 +39,43 @@ def _fraction(name: str, value: float, *, upper: float = 1.0) -> None:
         raise DomainError(f"{name} must be between 0 and {upper:g}, got {value!r}")
 
 
+# The grades of the credit rating's master scale (best first); a product may map each to terms.
+GRADES = ("A", "B", "C", "D", "E", "F", "G")
+GRADE_TERMS = ("advance_rate", "line_cap", "auto_approve_max")
+MAX_AMOUNT = 1e15
+
+
+def grade_terms(by_grade: object) -> dict[str, dict[str, float]]:
+    """Validate a product's ``by_grade`` map — ``{"A": {"advance_rate": 0.7, "line_cap": 2e6,
+    "auto_approve_max": 5e5}, …}`` — and return it as plain JSON values. A grade outside A–G, an
+    unknown term, an advance rate outside (0, 1], an amount below 0 or above 1e15, or a value that
+    is not a finite number is refused, naming the grade and the term."""
+    if not isinstance(by_grade, Mapping):
+        raise DomainError(f"by_grade must map grades to terms, got {type(by_grade).__name__}")
+    out: dict[str, dict[str, float]] = {}
+    for grade, terms in by_grade.items():
+        if grade not in GRADES:
+            raise DomainError(f"by_grade: unknown grade {grade!r} (grades: {', '.join(GRADES)})")
+        if not isinstance(terms, Mapping) or not terms:
+            raise DomainError(f"by_grade.{grade}: give a non-empty map of {', '.join(GRADE_TERMS)}")
+        values: dict[str, float] = {}
+        for name, value in terms.items():
+            if name not in GRADE_TERMS:
+                raise DomainError(f"by_grade.{grade}: unknown term {name!r} "
+                                  f"(known: {', '.join(GRADE_TERMS)})")
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not math.isfinite(value):
+                raise DomainError(f"by_grade.{grade}.{name} must be a finite number, got {value!r}")
+            if name == "advance_rate" and not 0 < value <= 1:
+                raise DomainError(f"by_grade.{grade}.advance_rate must be in (0, 1], got {value!r}")
+            if name != "advance_rate" and not 0 <= value < MAX_AMOUNT:
+                raise DomainError(f"by_grade.{grade}.{name} must be an amount in [0, 1e15), "
+                                  f"got {value!r}")
+            values[name] = float(value)
+        out[str(grade)] = values
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class ProductTerms:
     """The ratios of a credit product; every one is a parameter of the facility's product."""
@@ -52,8 +90,12 @@ class ProductTerms:
     haircut_z: float = 2.33  # one-sided 99 % quantile of the liquidation-period price move
     max_haircut: float = 0.6
     receivable_max_days_past_due: int = 90
+    # Terms by credit grade (see :func:`grade_terms`); None: the product does not follow ratings.
+    by_grade: Mapping[str, Mapping[str, float]] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
+        if self.by_grade is not None:
+            object.__setattr__(self, "by_grade", grade_terms(self.by_grade))
         for name in ("advance_rate", "ar_advance_rate", "base_haircut", "max_haircut",
                      "ltv_hysteresis"):
             _fraction(name, getattr(self, name))
