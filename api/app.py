@@ -39,6 +39,7 @@ from api.routers import (
     ledger,
     lots,
     prices,
+    ratings,
     reconciliation,
     releases,
     sales,
@@ -132,7 +133,7 @@ def create_app(database_url: str, config: ApiConfig, *, registry: CollectorRegis
     for router in (auth.router, facilities.router, alerts.router, events.router, borrowers.router,
                    lots.router, devices.router, telemetry.router, releases.router, prices.router,
                    sales.router, webhooks.router, financing.router, chain.router, ledger.router,
-                   reconciliation.router):
+                   reconciliation.router, ratings.router):
         app.include_router(router, prefix=API_PREFIX)
     _mount_dashboard(app)
     return app

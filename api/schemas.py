@@ -453,6 +453,8 @@ class WebhookCreate(Strict):
         "one generated")
     borrower_id: Slug | None = Field(None, description="only this borrower's alerts; null = all")
     description: Annotated[str, StringConstraints(max_length=200)] = ""
+    ledger_heads: Flag = Field(False, description="also receive the ledger's signed tree heads "
+                               "(`ledger.head` events), whatever the borrower scope")
 
 
 class WebhookPublic(BaseModel):
@@ -464,6 +466,7 @@ class WebhookPublic(BaseModel):
     created_by: str
     created_at: datetime
     deactivated_at: datetime | None
+    ledger_heads: bool = False
 
 
 class WebhookCreated(WebhookPublic):
@@ -724,3 +727,57 @@ class GoodsThreeWays(BaseModel):
     operator: float | None = Field(description="the warehouse operator's stock ledger (latest)")
     differences: dict[str, float]
     flagged: list[str] = Field(description="differences beyond the tolerance (2 % of pledged)")
+
+
+# --- credit ratings -------------------------------------------------------------------------------
+
+Grade = Literal["A", "B", "C", "D", "E", "F", "G"]
+
+
+class RatingReason(BaseModel):
+    feature: str = Field(description="the indicator")
+    points_lost: float = Field(description="points it cost against the indicator's best bin")
+    bin: str = Field(description="the bin the borrower fell in ('missing' when no value)")
+
+
+class RatingPublic(BaseModel):
+    borrower_id: str
+    as_of: date
+    model: str = Field(description="the card: 'expert' or the registry's model kind")
+    version: int
+    score: float
+    pd: float = Field(description="probability of default the score means")
+    grade: Grade
+    reasons: list[RatingReason] = Field(description="the features that cost the most points")
+    rated_at: datetime
+
+
+class GradeChange(BaseModel):
+    as_of: date
+    previous_grade: Grade | None
+    grade: Grade
+    model: str
+    version: int
+    reasons: list[RatingReason]
+    facilities: list[dict[str, Any]] = Field(
+        description="facilities whose terms followed the grade: advance rate and line, from/to")
+    changed_by: str
+    changed_at: datetime
+
+
+class BorrowerRating(BaseModel):
+    borrower_id: str
+    current: RatingPublic | None = Field(description="null until the borrower is first rated")
+    history: list[RatingPublic] = Field(description="recent ratings, newest first")
+    grade_changes: list[GradeChange] = Field(description="changes of grade, newest first")
+
+
+class RatingRun(BaseModel):
+    as_of: date
+    model: str
+    version: int
+    features: int = Field(description="borrowers whose features were computed")
+    rated: int
+    grade_changes: int
+    facilities_moved: int
+    skipped: bool = Field(description="another run held the lock; nothing was done")

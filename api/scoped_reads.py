@@ -11,6 +11,7 @@ from psycopg.rows import dict_row
 
 from lending.domain.detectors import point_in_polygon
 from lending.store import ALERT_COLUMNS, terms_from_json
+from rating import service as rating_service
 from telemetry.contract.catalogue import CATALOGUE
 
 Scope = str | None
@@ -401,3 +402,21 @@ def receivable_exists(conn: psycopg.Connection, scope: Scope, receivable_id: str
     return conn.execute(f"""SELECT 1 FROM receivables r JOIN facilities f USING (facility_id)
                             WHERE r.receivable_id = %(id)s AND {IN_SCOPE}""",
                         {"id": receivable_id, "scope": scope}).fetchone() is not None
+
+
+# --- credit ratings -------------------------------------------------------------------------------
+
+def borrower_rating(conn: psycopg.Connection, scope: Scope,
+                    borrower_id: str) -> dict[str, Any] | None:
+    """The borrower's rating and grade history; None when the borrower is not in scope (or does
+    not exist), an empty rating when it has not been rated yet."""
+    if borrower(conn, scope, borrower_id) is None:
+        return None
+    return rating_service.borrower_rating(conn, borrower_id) or {
+        "borrower_id": borrower_id, "current": None, "history": [], "grade_changes": []}
+
+
+def ratings(conn: psycopg.Connection, grade: str | None, limit: int,
+            offset: int) -> list[dict[str, Any]]:
+    """Officers: the newest rating of each borrower, by borrower id."""
+    return rating_service.latest_ratings(conn, grade, limit, offset)

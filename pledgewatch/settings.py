@@ -90,9 +90,15 @@ class Settings(BaseSettings):
         "over the shards of an engine that died"
     )
     ledger_key_file: Path | None = Field(
-        None, description="the ledger's Ed25519 signing key (PKCS#8 PEM), made on first use; "
-        "every process that signs heads must use the same file (default: "
-        "<state_dir>/ledger/signing.key)"
+        None, description="the ledger's signing key (PKCS#8 PEM, of PLEDGEWATCH_LEDGER_ALGORITHM),"
+        " made on first use; every process that signs heads must use the same file (default: "
+        "<state_dir>/ledger/signing.key, or signing-sm2.key for sm2)"
+    )
+    ledger_algorithm: Literal["ed25519", "sm2"] = Field(
+        "ed25519", description="how the ledger signs its tree heads: ed25519, or sm2 (SM2 over "
+        "SM3, GB/T 32918) for banks that must use national algorithms; the Merkle tree stays "
+        "RFC 9162 SHA-256 either way, and heads signed before a change still verify (each key's "
+        "algorithm is recorded)"
     )
     ledger_every_entries: int = Field(
         1000, ge=1, le=1_000_000, description="the ledger signs a head when this many entries "

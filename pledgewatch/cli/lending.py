@@ -46,6 +46,7 @@ from lending.trade import judge_shipment
 from pledgewatch.cli.common import database, fail, now, run, settings_or_exit, stop_on_signals
 from pledgewatch.runtime import ledger_key_path, start_ledger
 from pledgewatch.serve import bind_problem
+from rating.service import RatingScheduler
 
 portfolio_app = typer.Typer(help="Load borrowers, facilities, lots and sensors.", no_args_is_help=True)
 prices_app = typer.Typer(help="Commodity prices.", no_args_is_help=True)
@@ -272,6 +273,9 @@ def engine(
     sweep_every: Annotated[float, typer.Option(
         min=0, max=86_400, help="seconds between financing sweeps: overdue drawdowns, late "
         "payables, shipments proven or contradicted by telemetry (0: off)")] = 30.0,
+    ratings: Annotated[bool, typer.Option(
+        help="also rate the book daily: platform features, ratings, terms by grade (at start-up "
+        "when today's are missing)")] = True,
     ledger: Annotated[bool, typer.Option(
         help="also run the ledger's sequencer: captured events appended to the Merkle log, heads "
         "signed with PLEDGEWATCH_LEDGER_KEY_FILE (one writer at a time across processes)")] = True,
@@ -298,6 +302,9 @@ def engine(
     if sweep_every:
         FinancingSweeper(url, sweep_every, judge_shipment).start(stop)
         split += f", financing sweep every {sweep_every:g}s"
+    if ratings:
+        RatingScheduler(url).start(stop)
+        split += ", daily ratings"
     if ledger:
         try:
             start_ledger(url, settings, stop)

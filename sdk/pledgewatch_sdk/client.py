@@ -31,6 +31,7 @@ from pledgewatch_sdk.models import (
     Alert,
     AlertFilter,
     Borrower,
+    BorrowerRating,
     Chain,
     Device,
     DeviceLatest,
@@ -434,6 +435,11 @@ class Client:
 
     @operation("GET", "/borrowers/{borrower_id}", Borrower)
     def borrower(self, borrower_id: str) -> Call:
+        return Call(path={"borrower_id": borrower_id})
+
+    @operation("GET", "/borrowers/{borrower_id}/rating", BorrowerRating)
+    def rating(self, borrower_id: str) -> Call:
+        """Your credit rating: score, PD, grade and reason codes, with the grade history."""
         return Call(path={"borrower_id": borrower_id})
 
     @operation("GET", "/lots", Page[Lot])

@@ -17,6 +17,7 @@ ReleaseState = Literal["requested", "approved", "executed", "rejected"]
 Severity = Literal["info", "warning", "critical"]
 AlertState = Literal["open", "acknowledged", "resolved"]
 AlertFilter = Literal["open", "acknowledged", "resolved", "active"]  # active: open or acknowledged
+Grade = Literal["A", "B", "C", "D", "E", "F", "G"]
 
 
 class Model(BaseModel):
@@ -138,6 +139,53 @@ class Borrower(Model):
     core_id: str | None
     facilities: list[str]
     created_at: datetime
+
+
+# --- credit rating ---
+
+class RatingReason(Model):
+    """An indicator that cost points against its best bin (largest first)."""
+
+    SCHEMA = "RatingReason"
+    feature: str
+    points_lost: float
+    bin: str
+
+
+class Rating(Model):
+    SCHEMA = "RatingPublic"
+    borrower_id: str
+    as_of: str  # the rating's day, ISO 8601 (YYYY-MM-DD)
+    model: str
+    version: int
+    score: float
+    pd: float
+    grade: Grade
+    reasons: list[RatingReason]
+    rated_at: datetime
+
+
+class GradeChange(Model):
+    SCHEMA = "GradeChange"
+    as_of: str  # the rating's day, ISO 8601 (YYYY-MM-DD)
+    previous_grade: Grade | None
+    grade: Grade
+    model: str
+    version: int
+    reasons: list[RatingReason]
+    facilities: list[dict[str, Any]]
+    changed_by: str
+    changed_at: datetime
+
+
+class BorrowerRating(Model):
+    """Your current rating (None until first rated), recent ratings and grade changes."""
+
+    SCHEMA = "BorrowerRating"
+    borrower_id: str
+    current: Rating | None
+    history: list[Rating]
+    grade_changes: list[GradeChange]
 
 
 # --- lots, inspections, releases ---

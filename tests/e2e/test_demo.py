@@ -150,7 +150,7 @@ def test_demo_serves_live_data_and_keeps_it_across_a_restart(start_demo: Callabl
 
 def test_demo_theft_scenario_raises_outbound_alerts(start_demo: Callable[..., Demo]) -> None:
     demo = start_demo("--no-supply-chain", "--devices", str(DEVICES), "--rate", "5",
-                      "--duration", "14",
+                      "--duration", "30",
                       "--scenario", "theft")
     demo.wait_for(HTTP, timeout=60)
     base, token = officer_token(demo)

@@ -251,6 +251,8 @@ MATRIX: dict[tuple[str, str], Row] = {
         "bank", Ctx.alert, NO_ALERT, body={"comment": "checked on site"}, state=ALERT_STATE),
     ("GET", "/borrowers/{borrower_id}"): Row(
         "read", fixed(borrower_id=lambda b: b), {"borrower_id": "sup-made-up"}),
+    ("GET", "/borrowers/{borrower_id}/rating"): Row(
+        "read", fixed(borrower_id=lambda b: b), {"borrower_id": "sup-made-up"}),
     ("GET", "/lots/{lot_id}"): Row("read", LOT_ID, NO_LOT),
     ("GET", "/lots/{lot_id}/inspections"): Row("read", LOT_ID, NO_LOT),
     ("POST", "/lots/{lot_id}/inspections"): Row(

@@ -188,8 +188,13 @@ def test_the_api_process_runs_the_notifier(world: World, tmp_path: Path) -> None
             assert wait_until(lambda: len(receiver.requests) == 1, 10)
             event = receiver.requests[0].event
             assert event["type"] == "alert.resolved" and event["alert"]["comment"] == "ok"
-            log = api.get(f"/api/v1/webhooks/{hook}/deliveries", headers=officer).json()["items"]
-            assert [d["status"] for d in log] == ["delivered"]
+            # the receiver has the request before its answer reaches the notifier, which then
+            # records the delivery: poll, as a loaded machine may take a moment in between
+            def statuses() -> list[str]:
+                log = api.get(f"/api/v1/webhooks/{hook}/deliveries",
+                              headers=officer).json()["items"]
+                return [d["status"] for d in log]
+            assert wait_until(lambda: statuses() == ["delivered"], 10), statuses()
         assert not app.state.notifier.running  # stopped with the app
     finally:
         receiver.close()
