@@ -26,7 +26,9 @@ from lending.domain.model import DomainError
 from lending.store import notify_lending, terms_from_json
 from rating.expert import EXPERT_V1, load_expert
 from rating.features import has_features, indicator_columns, latest_features, store_features
-from rating.points import PointsCard
+from rating.metrics import Baseline
+from rating.monitoring import Drift, RatingMetrics, latest_drift, monitor
+from rating.points import Columns, PointsCard
 from rating.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -36,11 +38,14 @@ _RUN_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('pw_rating_run'))"
 
 @dataclass(frozen=True)
 class ModelCard:
-    """The card that rates, with the name and version that travel with every rating."""
+    """The card that rates, with the name and version that travel with every rating, and the
+    monitoring baseline of its registry artefact (None: the first run's population, see
+    :mod:`rating.monitoring`)."""
 
     model: str
     version: int
     card: PointsCard
+    baseline: Baseline | None = None
 
 
 def expert_card(path: Path = EXPERT_V1) -> ModelCard:
@@ -53,7 +58,7 @@ def current_card(registry: Registry | None = None, expert: Path = EXPERT_V1) -> 
     """The registry's champion if it has one, else the expert card."""
     champion = registry.champion() if registry is not None else None
     if champion is not None:
-        return ModelCard(champion.kind, champion.version, champion.card)
+        return ModelCard(champion.kind, champion.version, champion.card, champion.baseline)
     return expert_card(expert)
 
 
@@ -79,6 +84,7 @@ class RunResult:
     changed: list[dict[str, Any]] = field(default_factory=list)  # the rating_changes rows
     facilities_moved: int = 0
     skipped: bool = False  # another process holds the run
+    drift: Drift | None = None  # PSI against the card's baseline (None: not monitored)
 
     def to_dict(self) -> dict[str, Any]:
         return {"as_of": self.as_of.isoformat(), "model": self.model, "version": self.version,
@@ -99,14 +105,28 @@ def _reasons(card: PointsCard, bins: Any, order: Any, lost: Any, i: int) -> list
     return out
 
 
-def rate_latest(conn: psycopg.Connection, model: ModelCard, as_of: date) -> list[dict[str, Any]]:
-    """Ratings of every borrower with stored features (its newest), as rows to store."""
+def latest_population(conn: psycopg.Connection,
+                      model: ModelCard) -> tuple[list[str], Columns]:
+    """Every borrower with stored features, by id, and the card's features (its newest), one
+    column each."""
     latest = latest_features(conn)
     if not latest:
-        return []
+        return [], {}
     ids = sorted(latest)
     columns = indicator_columns({b: latest[b][1] for b in ids})
-    batch = model.card.score({name: columns[name] for name in model.card.feature_names})
+    return ids, {name: columns[name] for name in model.card.feature_names}
+
+
+def rate_latest(conn: psycopg.Connection, model: ModelCard, as_of: date) -> list[dict[str, Any]]:
+    """Ratings of every borrower with stored features (its newest), as rows to store."""
+    return rate_population(model, as_of, *latest_population(conn, model))
+
+
+def rate_population(model: ModelCard, as_of: date, ids: list[str],
+                    frame: Columns) -> list[dict[str, Any]]:
+    if not ids:
+        return []
+    batch = model.card.score(frame)
     order, lost = batch.reason_codes()
     return [{"borrower_id": b, "as_of": as_of, "model": model.model, "version": model.version,
              "score": float(batch.score[i]), "pd": float(batch.pd[i]),
@@ -202,10 +222,26 @@ def _log_changes(conn: psycopg.Connection, changes: list[dict[str, Any]]) -> Non
                  c["facilities"] or "unchanged")
 
 
+def monitor_run(conn: psycopg.Connection, model: ModelCard, as_of: date,
+                frame: Columns) -> Drift | None:
+    """PSI of the rated population against the card's baseline, stored (see
+    :func:`rating.monitoring.monitor`). Monitoring that fails is logged and leaves the run alone."""
+    try:
+        with conn.transaction():  # a savepoint: a failure here keeps the ratings
+            return monitor(conn, model.card, model.model, model.version, as_of, frame,
+                           model.baseline)
+    except (ValueError, KeyError, IndexError, psycopg.DataError, psycopg.IntegrityError) as exc:
+        log.warning("rating: %s v%d not monitored on %s: %s", model.model, model.version, as_of,
+                    exc)
+        return None
+
+
 def rate_all(conn: psycopg.Connection, as_of: date, *, by: str,
-             model: ModelCard | None = None, compute: bool = True) -> RunResult:
+             model: ModelCard | None = None, compute: bool = True,
+             monitoring: bool = True) -> RunResult:
     """Compute today's features (``compute``), rate every borrower, store the ratings, log each
-    change of grade and move the terms that follow grades, in one transaction. Another process
+    change of grade and move the terms that follow grades, and (``monitoring``) store the PSI of
+    the score and of each feature against the card's baseline, in one transaction. Another process
     running at the same time makes this one skip (``skipped``)."""
     model = model or current_card()
     result = RunResult(as_of, model.model, model.version)
@@ -216,7 +252,8 @@ def rate_all(conn: psycopg.Connection, as_of: date, *, by: str,
             return result
         if compute:
             result.features = store_features(conn, as_of)
-        rows = rate_latest(conn, model, as_of)
+        ids, frame = latest_population(conn, model)
+        rows = rate_population(model, as_of, ids, frame)
         previous = _previous_grades(conn)
         _store_ratings(conn, rows)
         result.rated = len(rows)
@@ -235,6 +272,8 @@ def rate_all(conn: psycopg.Connection, as_of: date, *, by: str,
         for b, ms in moves.items():  # terms aligned without a change of grade
             log.info("rating: %s facilities moved to the terms of its grade: %s", b,
                      [m.to_dict() for m in ms])
+        if monitoring:
+            result.drift = monitor_run(conn, model, as_of, frame)
     return result
 
 
@@ -276,24 +315,31 @@ def latest_ratings(conn: psycopg.Connection, grade: str | None = None,
 
 class RatingScheduler:
     """Rates the book once a day on its own connection: at start-up when today's (UTC) features
-    are missing, then at the first check after midnight (every ``check_s`` seconds)."""
+    are missing, then at the first check after midnight (every ``check_s`` seconds). With
+    ``metrics``, every check publishes the PSIs of the newest monitored run (its own, or one by
+    the CLI or the API) on the ``pledgewatch_rating_psi`` gauge."""
 
     def __init__(self, database_url: str, check_s: float = 600.0,
                  registry: Registry | None = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None,
+                 metrics: RatingMetrics | None = None) -> None:
         self.database_url, self.check_s, self.registry = database_url, check_s, registry
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.metrics = metrics
         self.runs = 0
         self.last: RunResult | None = None
 
     def run_once(self, conn: psycopg.Connection) -> RunResult | None:
         today = self.clock().date()
-        if has_features(conn, today):
-            return None
-        self.last = rate_all(conn, today, by="scheduler", model=current_card(self.registry))
-        self.runs += 1
-        log.info("rating: daily run %s", self.last.to_dict())
-        return self.last
+        ran = None
+        if not has_features(conn, today):
+            self.last = ran = rate_all(conn, today, by="scheduler",
+                                       model=current_card(self.registry))
+            self.runs += 1
+            log.info("rating: daily run %s", self.last.to_dict())
+        if self.metrics is not None:
+            self.metrics.publish(latest_drift(conn))
+        return ran
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():

@@ -46,6 +46,7 @@ from lending.trade import judge_shipment
 from pledgewatch.cli.common import database, fail, now, run, settings_or_exit, stop_on_signals
 from pledgewatch.runtime import ledger_key_path, start_ledger
 from pledgewatch.serve import bind_problem
+from rating.monitoring import RatingMetrics
 from rating.service import RatingScheduler
 
 portfolio_app = typer.Typer(help="Load borrowers, facilities, lots and sensors.", no_args_is_help=True)
@@ -303,7 +304,7 @@ def engine(
         FinancingSweeper(url, sweep_every, judge_shipment).start(stop)
         split += f", financing sweep every {sweep_every:g}s"
     if ratings:
-        RatingScheduler(url).start(stop)
+        RatingScheduler(url, metrics=RatingMetrics(metrics.registry)).start(stop)
         split += ", daily ratings"
     if ledger:
         try:

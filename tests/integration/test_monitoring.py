@@ -27,7 +27,8 @@ DASHBOARD = GRAFANA / "dashboards" / "pledgewatch.json"
 # Metrics the rules and the dashboard use that another process is to export (README,
 # "Monitoring"): the engine's lag and last pass, the notifier's deliveries, the broker's store.
 PENDING = {"pledgewatch_engine_lag_seconds", "pledgewatch_engine_last_pass_timestamp_seconds",
-           "pledgewatch_webhook_deliveries_total", "pledgewatch_broker_store_messages"}
+           "pledgewatch_webhook_deliveries_total", "pledgewatch_broker_store_messages",
+           "pledgewatch_rating_psi"}
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
             "unless", "bool", "offset", "inf", "nan"}
 
@@ -103,7 +104,8 @@ def test_every_rule_fires_in_a_test_and_stays_quiet_in_another() -> None:
                      "PledgewatchGatewayDisconnected", "PledgewatchDeadLetterRate",
                      "PledgewatchBrokerQueueDeep", "PledgewatchBrokerQueueNearLimit",
                      "PledgewatchEngineLagging", "PledgewatchEngineStuck",
-                     "PledgewatchWebhookDeliveriesFailed", "PledgewatchWebhooksRetrying"}
+                     "PledgewatchWebhookDeliveriesFailed", "PledgewatchWebhooksRetrying",
+                     "PledgewatchRatingDrift"}
     assert names <= fired, f"never seen firing: {names - fired}"
     assert names - {"PledgewatchNoGateway"} <= quiet, f"never seen quiet: {names - quiet}"
     for rule in rules():
