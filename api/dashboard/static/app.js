@@ -1,5 +1,6 @@
 // PledgeWatch dashboard: hash routes (#/login, #/, #/facility/<id>, #/alerts?<filters>, #/map,
-// #/chain, #/drawdowns, #/ledger, #/reconciliation?<import, facility>), one live event stream.
+// #/chain, #/drawdowns, #/ledger, #/reconciliation?<import, facility>, #/ratings?<grade>,
+// #/ratings/<borrower>), one live event stream.
 import { alertsView } from './alertspage.js';
 import { api, liveEvents, login, session, whenUnauthorized } from './api.js';
 import { chainView } from './chainpage.js';
@@ -9,6 +10,7 @@ import { facilityView } from './facility.js';
 import { ledgerView } from './ledgerpage.js';
 import { mapView } from './mappage.js';
 import { portfolioView } from './portfolio.js';
+import { ratingDetailView, ratingsView } from './ratingspage.js';
 import { reconciliationView } from './reconpage.js';
 
 const main = document.getElementById('main');
@@ -115,6 +117,10 @@ function page(hash) {
   if (/^#\/ledger\/?$/.test(hash)) return ['ledger', () => ledgerView(main)];
   const recon = hash.match(/^#\/reconciliation\/?(?:\?(.*))?$/);
   if (recon) return ['reconciliation', () => reconciliationView(main, new URLSearchParams(recon[1] || ''))];
+  const rating = hash.match(/^#\/ratings\/([^/?]+)/);
+  if (rating) return ['ratings', () => ratingDetailView(main, decodeURIComponent(rating[1]))];
+  const ratings = hash.match(/^#\/ratings\/?(?:\?(.*))?$/);
+  if (ratings) return ['ratings', () => ratingsView(main, new URLSearchParams(ratings[1] || ''))];
   return ['portfolio', () => portfolioView(main)];
 }
 

@@ -5,6 +5,7 @@ import { busy, renderAlerts } from './alerts.js';
 import { collateralMap } from './collateralmap.js';
 import { fmt, h, ltvBar, ltvPill, note, pill, replace, throttle } from './dom.js';
 import { limitChart } from './limitchart.js';
+import { gradeBadge } from './ratingspage.js';
 
 const RELEASE_KIND = { requested: 'warn', approved: 'ok', executed: 'neutral', rejected: 'danger' };
 const POLL_MS = 10000;
@@ -126,6 +127,7 @@ export function facilityView(container, facilityId) {
   const title = h('h1', {}, facilityId);
   const subtitle = h('span.muted');
   const status = h('span');
+  const grade = h('span.facility-grade#facility-grade'); // the borrower's credit grade, a link to its rating
   const summary = h('div', {}, h('p.loading', {}, 'Loading…'));
   const canvas = h('canvas#limit-chart', { 'aria-label': 'limit history' });
   const chartNote = h('div');
@@ -139,7 +141,7 @@ export function facilityView(container, facilityId) {
   const showResolved = h('input', { type: 'checkbox', id: 'show-resolved' });
 
   replace(container,
-    h('div.page-head', {}, h('a.back', { href: '#/' }, '← Portfolio'), title, status, subtitle),
+    h('div.page-head', {}, h('a.back', { href: '#/' }, '← Portfolio'), title, status, grade, subtitle),
     summary,
     h('div.grid-2', {},
       card('Limit history', h('div.card-body', {}, h('div.chart-box', {}, canvas), chartNote),
@@ -185,7 +187,20 @@ export function facilityView(container, facilityId) {
     replace(summary, kpis(facility));
     if (!chart) chart = limitChart(canvas, facility.currency);
     if (facility.snapshot_id && facility.snapshot_id !== explainedId) loadWhy(facility.snapshot_id);
+    if (!grade.dataset.borrower) loadGrade(facility.borrower_id);
   });
+
+  async function loadGrade(borrowerId) {
+    grade.dataset.borrower = borrowerId;
+    try {
+      const rating = await api(`/borrowers/${encodeURIComponent(borrowerId)}/rating`);
+      if (gone || !rating.current) return;
+      grade.dataset.grade = rating.current.grade;
+      replace(grade, 'Grade', gradeBadge(rating.current.grade, borrowerId, { id: 'facility-grade-link' }));
+    } catch (error) { // not rated, or a server without ratings: no badge
+      if (!gone && error.status !== 401 && error.status !== 404) console.warn(`rating of ${borrowerId}:`, error.message);
+    }
+  }
 
   const loadHistory = guard(async () => {
     if (!chart) await loadSummary();
