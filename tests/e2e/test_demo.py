@@ -84,7 +84,7 @@ def wait_for_fleet_in_store(demo: Demo, base: str, token: str, timeout: float, m
 def test_demo_serves_live_data_and_keeps_it_across_a_restart(start_demo: Callable[..., Demo]
                                                              ) -> None:
     first = start_demo("--no-supply-chain", "--devices", str(DEVICES), "--rate", "5",
-                       "--duration", "6")
+                       "--duration", "20")
     store = first.wait_for(STORE, timeout=60)
     assert store["backend"] == "plain PostgreSQL"
     assert (number(store["migrations"]), store["new"], store["stored"]) == (
@@ -130,7 +130,7 @@ def test_demo_serves_live_data_and_keeps_it_across_a_restart(start_demo: Callabl
                          if (m := GATEWAY_STOPPED.search(line))]
 
     second = start_demo("--no-supply-chain", "--devices", str(DEVICES), "--rate", "5",
-                        "--duration", "4")
+                        "--duration", "15")
     store = second.wait_for(STORE, timeout=60)
     kept = number(store["stored"])
     assert (store["migrations"], store["new"]) == ("0", "0"), second.output
