@@ -11,11 +11,9 @@ lending.operations, as the API would); a fresh browser context (session) per tes
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -25,15 +23,19 @@ from api.accounts import create_user
 from lending import financing
 from lending.operations import insert_receivable, load_portfolio
 from lending.portfolio_file import read_portfolio
-from pledgewatch.http import create_app
-from pledgewatch.serve import HttpServer
-from pledgewatch.settings import Settings
 from telemetry.contract.payload import DeviceInfo
 from telemetry.queries import register_devices
 from tests.e2e import test_dashboard_pages as pages
 from tests.e2e.conftest import DB_KIND
 from tests.e2e.test_dashboard_browser import BrowserLog
-from tests.e2e.test_dashboard_pages import PASSWORD, PORTFOLIO, assert_clean, screenshot
+from tests.e2e.test_dashboard_pages import (
+    PASSWORD,
+    PORTFOLIO,
+    assert_clean,
+    dashboard_server,
+    screenshot,
+    sign_in_as_officer,
+)
 from tests.support import PgServer
 
 pytestmark = pytest.mark.e2e
@@ -178,26 +180,15 @@ def chain(pg_servers: dict[str, PgServer]) -> Iterator[Chain]:
         assert approvable["reasons"] == ["open critical alert on the facility: fictitious_trade"]
         assert any("exceeds the available limit" in r for r in over_limit["reasons"])
         create_user(conn, "officer", PASSWORD, "officer")
-    state = Path(tempfile.mkdtemp(prefix="pw-chain-"))
-    settings = Settings.model_validate({"state_dir": state / "state", "jwt_secret": JWT_SECRET,
-                                        "notifier_enabled": False})
-    http = HttpServer(create_app(url, settings=settings), "127.0.0.1", 0, fallback=False).start()
-    try:
-        yield Chain(http.url, url, trades=trades, overdue=overdue["drawdown_id"],
+    with dashboard_server(pg, url, "chain") as base:
+        yield Chain(base, url, trades=trades, overdue=overdue["drawdown_id"],
                     approvable=approvable["drawdown_id"], over_limit=over_limit["drawdown_id"],
                     **vouchers)
-    finally:
-        http.stop()
-        pg.drop(url)
 
 
 def open_page(tab: Any, chain: Chain, nav: str) -> None:
     """Sign in as the officer and open a page from the top navigation."""
-    tab.goto(f"{chain.base}/dashboard/")
-    tab.fill("#username", "officer")
-    tab.fill("#password", PASSWORD)
-    tab.click("form.login-card button[type=submit]")
-    tab.wait_for_selector("#portfolio-table", timeout=WAIT_MS)
+    sign_in_as_officer(tab, chain.base, timeout_ms=WAIT_MS)
     tab.click(f"#topnav a[data-nav='{nav}']")
 
 

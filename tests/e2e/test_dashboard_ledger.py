@@ -17,7 +17,6 @@ the sequencer would); a fresh browser context (session) per test."""
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,15 +35,19 @@ from ledger.store import SignedHead
 from lending import financing, reconciliation, statement_file
 from lending.operations import load_portfolio
 from lending.portfolio_file import read_portfolio
-from pledgewatch.http import create_app
-from pledgewatch.serve import HttpServer
-from pledgewatch.settings import Settings
 from telemetry.contract.payload import DeviceInfo
 from telemetry.queries import register_devices
 from tests.e2e import test_dashboard_pages as pages
 from tests.e2e.conftest import DB_KIND
 from tests.e2e.test_dashboard_browser import BrowserLog
-from tests.e2e.test_dashboard_pages import PASSWORD, PORTFOLIO, assert_clean, screenshot
+from tests.e2e.test_dashboard_pages import (
+    PASSWORD,
+    PORTFOLIO,
+    assert_clean,
+    dashboard_server,
+    screenshot,
+    sign_in_as_officer,
+)
 from tests.support import PgServer
 
 pytestmark = pytest.mark.e2e
@@ -122,25 +125,14 @@ def ledger(pg_servers: dict[str, PgServer]) -> Iterator[Ledger]:
     assert breaks == {("duplicate", drawdowns[0]), ("missing_in_platform", "dd-ghost"),
                       ("missing_in_bank", drawdowns[1])}, breaks
     assert head.tree_size > PAGE_SIZE, "the entries need more than one page"
-    state = Path(tempfile.mkdtemp(prefix="pw-ledger-"))
-    settings = Settings.model_validate({"state_dir": state / "state", "jwt_secret": JWT_SECRET,
-                                        "notifier_enabled": False})
-    http = HttpServer(create_app(url, settings=settings), "127.0.0.1", 0, fallback=False).start()
-    try:
-        yield Ledger(http.url, url, head.tree_size, head.root_hash.hex(), drawdowns[0],
+    with dashboard_server(pg, url, "ledger") as base:
+        yield Ledger(base, url, head.tree_size, head.root_hash.hex(), drawdowns[0],
                      drawdowns[1], int(imported["id"]), breaks)
-    finally:
-        http.stop()
-        pg.drop(url)
 
 
 def open_page(tab: Any, ledger: Ledger, nav: str) -> None:
     """Sign in as the officer and open a page from the top navigation."""
-    tab.goto(f"{ledger.base}/dashboard/")
-    tab.fill("#username", "officer")
-    tab.fill("#password", PASSWORD)
-    tab.click("form.login-card button[type=submit]")
-    tab.wait_for_selector("#portfolio-table", timeout=WAIT_MS)
+    sign_in_as_officer(tab, ledger.base, timeout_ms=WAIT_MS)
     tab.click(f"#topnav a[data-nav='{nav}']")
 
 

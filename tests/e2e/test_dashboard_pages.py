@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -102,15 +103,33 @@ def served(pg_servers: dict[str, PgServer]) -> Iterator[Served]:
                  (now - timedelta(seconds=30), VEHICLE, "lon", 121.48, 1)])
         active, resolved = raise_alerts(conn, now)
         create_user(conn, "officer", PASSWORD, "officer")
-    state = Path(tempfile.mkdtemp(prefix="pw-pages-"))
+    with dashboard_server(pg, url, "pages") as base:
+        yield Served(base, url, active, resolved)
+
+
+@contextmanager
+def dashboard_server(pg: PgServer, url: str, name: str) -> Iterator[str]:
+    """The app over the database ``url`` on a free 127.0.0.1 port (notifier off), yielding its
+    base URL; the database is dropped afterwards."""
+    state = Path(tempfile.mkdtemp(prefix=f"pw-{name}-"))
     settings = Settings.model_validate({"state_dir": state / "state", "jwt_secret": JWT_SECRET,
                                         "notifier_enabled": False})
     http = HttpServer(create_app(url, settings=settings), "127.0.0.1", 0, fallback=False).start()
     try:
-        yield Served(http.url, url, active, resolved)
+        yield http.url
     finally:
         http.stop()
         pg.drop(url)
+
+
+def sign_in_as_officer(tab: Any, base: str, ready: str = "#portfolio-table",
+                       timeout_ms: int = 15_000) -> None:
+    """Sign in as the officer and wait for the portfolio (``ready``)."""
+    tab.goto(f"{base}/dashboard/")
+    tab.fill("#username", "officer")
+    tab.fill("#password", PASSWORD)
+    tab.click("form.login-card button[type=submit]")
+    tab.wait_for_selector(ready, timeout=timeout_ms)
 
 
 @pytest.fixture(scope="module")
@@ -145,11 +164,7 @@ def page(browser: Any) -> Iterator[tuple[Any, BrowserLog]]:
 
 
 def sign_in(tab: Any, served: Served) -> None:
-    tab.goto(f"{served.base}/dashboard/")
-    tab.fill("#username", "officer")
-    tab.fill("#password", PASSWORD)
-    tab.click("form.login-card button[type=submit]")
-    tab.wait_for_selector("#portfolio-table tr[data-facility='fac-metal']", timeout=15_000)
+    sign_in_as_officer(tab, served.base, "#portfolio-table tr[data-facility='fac-metal']")
 
 
 def row_count_becomes(tab: Any, n: int) -> None:

@@ -11,11 +11,9 @@ sup-metal from E to G and moves fac-metal to the terms of grade G."""
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -28,15 +26,19 @@ from lending.domain.limits import LimitSnapshot, LotLine
 from lending.operations import load_portfolio
 from lending.portfolio_file import read_portfolio
 from lending.store import insert_alert, save_snapshot
-from pledgewatch.http import create_app
-from pledgewatch.serve import HttpServer
-from pledgewatch.settings import Settings
 from rating.features import day_end
 from rating.service import borrower_rating, latest_ratings, rate_all
 from tests.e2e import test_dashboard_pages as pages
 from tests.e2e.conftest import DB_KIND
 from tests.e2e.test_dashboard_browser import BrowserLog
-from tests.e2e.test_dashboard_pages import PASSWORD, PORTFOLIO, assert_clean, screenshot
+from tests.e2e.test_dashboard_pages import (
+    PASSWORD,
+    PORTFOLIO,
+    assert_clean,
+    dashboard_server,
+    screenshot,
+    sign_in_as_officer,
+)
 from tests.support import PgServer
 
 pytestmark = pytest.mark.e2e
@@ -104,23 +106,12 @@ def rated(pg_servers: dict[str, PgServer]) -> Iterator[Rated]:
         assert change["previous_grade"] != change["grade"] and change["previous_grade"]
         assert change["facilities"], "the change moved fac-metal's terms"
         create_user(conn, "officer", PASSWORD, "officer")
-    state = Path(tempfile.mkdtemp(prefix="pw-ratings-"))
-    settings = Settings.model_validate({"state_dir": state / "state", "jwt_secret": JWT_SECRET,
-                                        "notifier_enabled": False})
-    http = HttpServer(create_app(url, settings=settings), "127.0.0.1", 0, fallback=False).start()
-    try:
-        yield Rated(http.url, grades, change, got["current"]["reasons"])
-    finally:
-        http.stop()
-        pg.drop(url)
+    with dashboard_server(pg, url, "ratings") as base:
+        yield Rated(base, grades, change, got["current"]["reasons"])
 
 
 def sign_in(tab: Any, rated: Rated) -> None:
-    tab.goto(f"{rated.base}/dashboard/")
-    tab.fill("#username", "officer")
-    tab.fill("#password", PASSWORD)
-    tab.click("form.login-card button[type=submit]")
-    tab.wait_for_selector("#portfolio-table", timeout=WAIT_MS)
+    sign_in_as_officer(tab, rated.base, timeout_ms=WAIT_MS)
 
 
 def rows(tab: Any) -> dict[str, str]:
