@@ -11,22 +11,27 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.stats import chi2
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from rating.points import Columns, PointsCard
 from rating.scale import Floats
+
+# scikit-learn and SciPy are imported where a validation metric needs them: the monitoring side
+# (PSI, baselines) is imported by every process that rates (the CLI, the engine, the API), and
+# importing both cost about 1 s at each start.
+_LAZY = ("sklearn.metrics", "scipy.stats")
 
 DRIFT_PSI = 0.25
 PSI_FLOOR = 1e-4  # an empty bin counts as this share, so the log stays finite
 
 
 def auc(bad: ArrayLike, pd: ArrayLike) -> float:
+    from sklearn.metrics import roc_auc_score  # noqa: PLC0415 - see _LAZY
     return float(roc_auc_score(np.asarray(bad), np.asarray(pd)))
 
 
 def ks(bad: ArrayLike, pd: ArrayLike) -> float:
     """Kolmogorov–Smirnov: the largest gap between the cumulative shares of bads and goods."""
+    from sklearn.metrics import roc_curve  # noqa: PLC0415 - see _LAZY
     fpr, tpr, _ = roc_curve(np.asarray(bad), np.asarray(pd))
     return float(np.max(tpr - fpr))
 
@@ -49,6 +54,7 @@ def hosmer_lemeshow(bad: ArrayLike, pd: ArrayLike, groups: int = 10) -> tuple[fl
         mean = expected / n
         if 0 < mean < 1:
             stat += (observed - expected) ** 2 / (n * mean * (1 - mean))
+    from scipy.stats import chi2  # noqa: PLC0415 - see _LAZY
     return float(stat), float(chi2.sf(stat, max(groups - 2, 1)))
 
 
