@@ -1,4 +1,5 @@
-"""Bank user accounts and enterprise API keys in the store (used by the API and the CLI)."""
+"""Bank user accounts and API keys (enterprises, warehouse operators) in the store (used by the API
+and the CLI)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from psycopg.rows import dict_row
 
 from api.password_policy import check_password
 from api.security import NewApiKey, hash_password, new_api_key, verify_password
-from lending.operations import LendingError
+from lending.operations import InvalidRequest, LendingError
 
 
 def create_user(conn: psycopg.Connection, username: str, password: str, role: str) -> dict[str, Any]:
@@ -62,30 +63,40 @@ def update_user(conn: psycopg.Connection, username: str, disabled: bool | None,
     return row
 
 
-KEY_COLUMNS = "key_id, borrower_id, name, created_by, created_at, revoked_at"
+KEY_COLUMNS = "key_id, borrower_id, operator_id, name, created_by, created_at, revoked_at"
 
 
-def issue_api_key(conn: psycopg.Connection, borrower_id: str, name: str,
-                  created_by: str) -> tuple[NewApiKey, dict[str, Any]]:
-    if conn.execute("SELECT 1 FROM borrowers WHERE borrower_id = %s", (borrower_id,)).fetchone() is None:
+def issue_api_key(conn: psycopg.Connection, borrower_id: str | None, name: str,
+                  created_by: str, *, operator_id: str | None = None
+                  ) -> tuple[NewApiKey, dict[str, Any]]:
+    """A key for one borrower (an enterprise) or one warehouse operator: exactly one of the two."""
+    if (borrower_id is None) == (operator_id is None):
+        raise InvalidRequest("a key is for exactly one borrower or one warehouse operator")
+    if borrower_id is not None and conn.execute(
+            "SELECT 1 FROM borrowers WHERE borrower_id = %s", (borrower_id,)).fetchone() is None:
         raise LendingError(f"no borrower {borrower_id!r}")
+    if operator_id is not None and conn.execute(
+            "SELECT 1 FROM warehouse_operators WHERE operator_id = %s",
+            (operator_id,)).fetchone() is None:
+        raise LendingError(f"no warehouse operator {operator_id!r}")
     key = new_api_key()
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
-            f"INSERT INTO api_keys (key_id, key_sha256, borrower_id, name, created_by)"
-            f" VALUES (%s, %s, %s, %s, %s) RETURNING {KEY_COLUMNS}",
-            (key.key_id, key.sha256, borrower_id, name, created_by)).fetchone()
+            f"INSERT INTO api_keys (key_id, key_sha256, borrower_id, operator_id, name, created_by)"
+            f" VALUES (%s, %s, %s, %s, %s, %s) RETURNING {KEY_COLUMNS}",
+            (key.key_id, key.sha256, borrower_id, operator_id, name, created_by)).fetchone()
     assert row is not None
     return key, row
 
 
 def api_keys(conn: psycopg.Connection, borrower_id: str | None, limit: int,
-             offset: int) -> list[dict[str, Any]]:
+             offset: int, *, operator_id: str | None = None) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             f"SELECT {KEY_COLUMNS} FROM api_keys WHERE (%(b)s::text IS NULL OR borrower_id = %(b)s)"
+            " AND (%(op)s::text IS NULL OR operator_id = %(op)s)"
             " ORDER BY created_at DESC, key_id LIMIT %(n)s OFFSET %(o)s",
-            {"b": borrower_id, "n": limit, "o": offset}).fetchall()
+            {"b": borrower_id, "op": operator_id, "n": limit, "o": offset}).fetchall()
 
 
 def revoke_api_key(conn: psycopg.Connection, key_id: str, now: datetime) -> dict[str, Any] | None:

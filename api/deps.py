@@ -112,9 +112,18 @@ UNAUTHORIZED = {"WWW-Authenticate": 'Bearer, ApiKey header="X-API-Key"'}
 
 
 def _key_principal(conn: psycopg.Connection, digest: bytes) -> Principal | None:
-    row = conn.execute("SELECT key_id, borrower_id FROM api_keys WHERE key_sha256 = %s"
-                       " AND revoked_at IS NULL", (digest,)).fetchone()
-    return None if row is None else Principal(Role.ENTERPRISE, row[0], row[1])
+    """An enterprise's key (one borrower) or a warehouse operator's (one operator): a key names
+    exactly one of the two (migration 0021)."""
+    row = conn.execute("SELECT key_id, borrower_id, operator_id FROM api_keys"
+                       " WHERE key_sha256 = %s AND revoked_at IS NULL", (digest,)).fetchone()
+    if row is None:
+        return None
+    key_id, borrower_id, operator_id = row
+    if operator_id is not None and borrower_id is None:
+        return Principal(Role.OPERATOR, key_id, operator_id=operator_id)
+    if borrower_id is not None and operator_id is None:
+        return Principal(Role.ENTERPRISE, key_id, borrower_id)
+    return None
 
 
 def _user_principal(conn: psycopg.Connection, username: str, role: Role,
@@ -167,7 +176,21 @@ async def current_principal(
     return found
 
 
-CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+AnyPrincipal = Annotated[Principal, Depends(current_principal)]
+"""Any caller, warehouse operators included: only for the routes an operator may use (its
+identity, the ledger, the lots it operates), each of which scopes its answer to ``scope``."""
+
+
+async def party_principal(principal: AnyPrincipal) -> Principal:
+    """A bank user or an enterprise. A warehouse operator is refused (403) everywhere but on the
+    routes that take :data:`AnyPrincipal` or :data:`BankOrOperator`, so a route added later is
+    closed to operators until it says otherwise."""
+    if principal.role is Role.OPERATOR:
+        raise ApiProblem(403, "a warehouse operator's key may not do this")
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(party_principal)]
 
 
 async def bank_user(principal: CurrentPrincipal) -> Principal:
@@ -182,8 +205,16 @@ async def admin_user(principal: CurrentPrincipal) -> Principal:
     return principal
 
 
+async def bank_or_operator(principal: AnyPrincipal) -> Principal:
+    """A bank user, or a warehouse operator acting on its own lots (enterprises: 403)."""
+    if not (principal.is_bank or principal.role is Role.OPERATOR):
+        raise ApiProblem(403, "only bank officers and admins, or a warehouse operator, may do this")
+    return principal
+
+
 BankUser = Annotated[Principal, Depends(bank_user)]
 AdminUser = Annotated[Principal, Depends(admin_user)]
+BankOrOperator = Annotated[Principal, Depends(bank_or_operator)]
 
 T = TypeVar("T")
 

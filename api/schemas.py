@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    model_validator,
 )
 from pydantic import Strict as StrictType
 
@@ -27,6 +28,7 @@ from lending.price_file import (
 from telemetry.contract.catalogue import CATALOGUE
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+OperatorId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 Username = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")]
 Comment = Annotated[str, StringConstraints(max_length=2000)]
 LtvStatus = Literal["ok", "warning", "liquidation", "unknown"]
@@ -46,9 +48,10 @@ class Token(BaseModel):
 
 
 class Me(BaseModel):
-    role: Literal["admin", "officer", "enterprise"]
+    role: Literal["admin", "officer", "enterprise", "operator"]
     subject: str
-    borrower_id: str | None
+    borrower_id: str | None = Field(description="an enterprise's borrower")
+    operator_id: str | None = Field(default=None, description="a warehouse operator's id")
 
 
 class UserCreate(Strict):
@@ -70,13 +73,23 @@ class UserUpdate(Strict):
 
 
 class ApiKeyCreate(Strict):
-    borrower_id: Slug
+    """A key for one borrower (an enterprise) or one warehouse operator: exactly one of the two."""
+
+    borrower_id: Slug | None = None
+    operator_id: OperatorId | None = None
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+    @model_validator(mode="after")
+    def _one_party(self) -> ApiKeyCreate:
+        if (self.borrower_id is None) == (self.operator_id is None):
+            raise ValueError("give exactly one of borrower_id and operator_id")
+        return self
 
 
 class ApiKeyPublic(BaseModel):
     key_id: str
-    borrower_id: str
+    borrower_id: str | None
+    operator_id: str | None = None
     name: str
     created_by: str
     created_at: datetime
@@ -314,7 +327,11 @@ class LotPublic(BaseModel):
     site: str | None
     vehicle: str | None
     geofence: list[list[float]] | None
-    pledge: PledgeStatus | None = Field(description="null before the first limit snapshot")
+    operator_id: str | None = Field(default=None,
+                                    description="the warehouse operator storing the lot")
+    pledge: PledgeStatus | None = Field(description="null before the first limit snapshot, and "
+                                                    "for a warehouse operator (the bank's "
+                                                    "valuation)")
     sensors: list[SensorHealth]
     location: Location | None
     inside_geofence: bool | None = Field(description="null without a geofence or a position")

@@ -254,9 +254,14 @@ def borrower(conn: psycopg.Connection, scope: Scope, borrower_id: str) -> dict[s
     return rows[0] if rows else None
 
 
+# lot l is visible to the scope: the bank, the borrower, or the warehouse operator storing it
+# ('op:<operator_id>'; no borrower id starts with 'op:', migration 0021)
+LOT_IN_SCOPE = ("(%(scope)s::text IS NULL OR f.borrower_id = %(scope)s"
+                " OR 'op:' || l.operator_id = %(scope)s)")
+
 LOT_QUERY = f"""
     SELECT l.lot_id, l.facility_id, f.borrower_id, l.commodity, l.declared_quantity,
-           l.unit_weight_kg, l.registration_no, l.site, l.vehicle, l.geofence,
+           l.unit_weight_kg, l.registration_no, l.site, l.vehicle, l.geofence, l.operator_id,
            s.id AS snapshot_id, s.time AS snapshot_time,
            (SELECT x FROM jsonb_array_elements(s.inputs->'lots') x
              WHERE x->>'lot_id' = l.lot_id LIMIT 1) AS line,
@@ -281,7 +286,7 @@ LOT_QUERY = f"""
                             WHERE r.device_id = ls.device_id AND r.metric = 'lon'
                             ORDER BY time DESC, boot DESC, seq DESC LIMIT 1) lo
         WHERE ls.lot_id = l.lot_id ORDER BY la.time DESC, ls.device_id LIMIT 1) pos ON true
-    WHERE {IN_SCOPE}"""
+    WHERE {LOT_IN_SCOPE}"""
 
 
 def _lot_status(row: dict[str, Any]) -> dict[str, Any]:

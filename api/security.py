@@ -6,6 +6,7 @@ lets every request look its key up by hash; Argon2 is for the low-entropy secret
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -22,23 +23,42 @@ ISSUER = "pledgewatch"
 ALGORITHM = "HS256"
 
 _hasher = PasswordHasher()
-# Verifying against this keeps an unknown username as slow as a wrong password.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verifying against this keeps an unknown username as slow as a wrong password. Made on first
+    use, not at import: every CLI start and worker process imports this module."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 class Role(StrEnum):
     ADMIN = "admin"
     OFFICER = "officer"
     ENTERPRISE = "enterprise"
+    OPERATOR = "operator"  # a warehouse operator: its lots, their ledger entries, its stock ledger
+
+
+OPERATOR_PARTY = "op:"  # a ledger party naming a warehouse operator: 'op:<operator_id>'
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: a bank user (admin/officer) or an enterprise API key scoped to a borrower."""
+    """Who is calling: a bank user (admin/officer), an enterprise API key scoped to a borrower, or
+    a warehouse operator's API key scoped to the lots in its warehouses."""
 
     role: Role
     subject: str  # username, or the API key id
     borrower_id: str | None = None  # set for enterprises: the only borrower they may see
+    operator_id: str | None = None  # set for warehouse operators
+
+    def __post_init__(self) -> None:
+        # A caller outside the bank always has a party: a scope of None is the whole portfolio.
+        wants = {Role.ENTERPRISE: (True, False), Role.OPERATOR: (False, True)}.get(
+            self.role, (False, False))
+        if ((self.borrower_id is not None, self.operator_id is not None) != wants
+                or self.borrower_id == "" or self.operator_id == ""):
+            raise ValueError(f"a {self.role} principal needs exactly its own party")
 
     @property
     def is_bank(self) -> bool:
@@ -46,8 +66,13 @@ class Principal:
 
     @property
     def scope(self) -> str | None:
-        """The borrower every query is limited to; None means the whole portfolio."""
-        return None if self.is_bank else self.borrower_id
+        """The party every query is limited to: the borrower, or ``'op:<operator_id>'`` for a
+        warehouse operator (no borrower has that id); None means the whole portfolio (the bank)."""
+        if self.is_bank:
+            return None
+        if self.role is Role.OPERATOR:
+            return f"{OPERATOR_PARTY}{self.operator_id}"
+        return self.borrower_id
 
 
 def hash_password(password: str) -> str:
@@ -56,7 +81,7 @@ def hash_password(password: str) -> str:
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 
@@ -113,7 +138,7 @@ def read_session(secret: str, token: str) -> Session:
     except (jwt.InvalidTokenError, KeyError, ValueError):
         raise TokenError("the token is not valid") from None
     epoch = claims.get("ver", 0)
-    if role is Role.ENTERPRISE or not isinstance(claims["sub"], str) \
+    if role in (Role.ENTERPRISE, Role.OPERATOR) or not isinstance(claims["sub"], str) \
             or type(epoch) is not int or not 0 <= epoch < 2**31:
         raise TokenError("the token is not valid")
     return Session(claims["sub"], role, epoch)

@@ -139,16 +139,36 @@ def list_imports(conn: psycopg.Connection, limit: int, offset: int) -> list[Row]
             " LIMIT %s OFFSET %s", (limit, offset)).fetchall()
 
 
+class NotOperatorsLot(NotFound):
+    """A stock line for a lot that is not in the importing operator's warehouses (or does not
+    exist: the operator cannot tell the two apart). The API: 404."""
+
+    def __init__(self, lots: Sequence[str], operator_id: str) -> None:
+        self.kind, self.ident = "lot", lots[0]
+        LendingError.__init__(self, f"lot {_listed(lots)} is not in warehouse operator "
+                                    f"{operator_id!r}'s care: nothing of the file was stored")
+
+
+def _listed(ids: Sequence[str]) -> str:
+    return (", ".join(ids[:10])
+            + (f" and {len(ids) - 10} more" if len(ids) > 10 else ""))
+
+
 def import_stock(conn: psycopg.Connection, rows: Sequence[tuple[str, float, datetime]], *,
-                 by: str, now: datetime) -> int:
-    """Store the warehouse operator's stock ledger (every lot must be pledged)."""
+                 by: str, now: datetime, operator_id: str | None = None) -> int:
+    """Store the warehouse operator's stock ledger (every lot must be pledged). Imported by the
+    operator itself (``operator_id``), every line must be for a lot in its warehouses; otherwise
+    nothing of the file is stored."""
     with conn.transaction(), conn.cursor() as cur:
-        lots = {r[0] for r in cur.execute("SELECT lot_id FROM lots WHERE lot_id = ANY(%s)",
-                                          ([r[0] for r in rows],)).fetchall()}
+        lots = {r[0] for r in cur.execute(
+            "SELECT lot_id FROM lots WHERE lot_id = ANY(%s)"
+            " AND (%s::text IS NULL OR operator_id = %s)",
+            ([r[0] for r in rows], operator_id, operator_id)).fetchall()}
         unknown = sorted({r[0] for r in rows} - lots)
+        if unknown and operator_id is not None:
+            raise NotOperatorsLot(unknown, operator_id)
         if unknown:
-            raise LendingError(f"no pledged lot {', '.join(unknown[:10])}"
-                               + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""))
+            raise LendingError(f"no pledged lot {_listed(unknown)}")
         with cur.copy("COPY stock_ledger (lot_id, quantity, as_of, imported_by, imported_at)"
                       " FROM STDIN") as copy:
             for lot_id, quantity, as_of in rows:

@@ -32,6 +32,7 @@ from lending.operations import (
     post_prices,
     request_release,
 )
+from lending.operators import assign_lots, ensure_operator
 from lending.portfolio_file import PortfolioIn
 from lending.trade import judge_shipment
 from pledgewatch import demo_delivery
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 TENANT = "demo"
 RELEASE_FRACTION = 0.25  # what firmware_sim's `release` scenario takes out by default
 OFFICER = "officer"
+OPERATOR = ("op-bonded", "Bonded Warehouse Logistics Co.")  # stores every warehouse lot
 PASSWORD_FILE = "demo_officer_password"
 
 
@@ -100,6 +102,7 @@ def _prepare_store(endpoints: Endpoints, options: DemoOptions,
         backend = probe(conn).backend
         portfolio = demo_portfolio(fleet, utcnow(), TENANT)
         loaded = load_portfolio(conn, portfolio, utcnow())
+        stored = assign_demo_operator(conn, portfolio)
         if options.scenario == "release":
             _release_before_incident(conn, portfolio)
     delivery: list[DeviceSpec] = []
@@ -111,7 +114,19 @@ def _prepare_store(endpoints: Endpoints, options: DemoOptions,
          f"{before['readings']:,} readings already stored")
     _say(f"portfolio: {loaded.borrowers} borrowers (a core steelworks, its suppliers and "
          f"distributors), {loaded.facilities} facilities, {loaded.lots} pledged lots")
+    if stored:
+        _say(f"warehouse operator: {OPERATOR[0]} ({OPERATOR[1]}) stores {stored} lot(s); "
+             f"`pledgewatch api-keys issue --operator {OPERATOR[0]} --name …` gives it a key")
     return infos, delivery
+
+
+def assign_demo_operator(conn: psycopg.Connection, portfolio: PortfolioIn) -> int:
+    """One warehouse operator holds every warehouse lot (vehicles are in no warehouse)."""
+    lots = [lot.id for lot in portfolio.lots if lot.vehicle is None]
+    ensure_operator(conn, *OPERATOR)
+    if lots:
+        assign_lots(conn, OPERATOR[0], lots)
+    return len(lots)
 
 
 def _release_before_incident(conn: psycopg.Connection, portfolio: PortfolioIn) -> None:

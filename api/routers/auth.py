@@ -11,9 +11,9 @@ from fastapi.security import OAuth2PasswordRequestForm
 from api import accounts
 from api.deps import (
     AdminUser,
+    AnyPrincipal,
     ApiConfig,
     ConnDep,
-    CurrentPrincipal,
     Page,
     PageDep,
     PrincipalCache,
@@ -26,6 +26,7 @@ from api.schemas import (
     ApiKeyIssued,
     ApiKeyPublic,
     Me,
+    OperatorId,
     Slug,
     Token,
     UserCreate,
@@ -62,9 +63,9 @@ def login(request: Request, conn: ConnDep,
 
 
 @router.get("/auth/me", response_model=Me, responses=responses(401))
-def me(principal: CurrentPrincipal) -> Me:
+def me(principal: AnyPrincipal) -> Me:
     return Me(role=principal.role.value, subject=principal.subject,
-              borrower_id=principal.borrower_id)
+              borrower_id=principal.borrower_id, operator_id=principal.operator_id)
 
 
 def _forget_credentials(request: Request) -> None:
@@ -98,15 +99,19 @@ def update_user(request: Request, conn: ConnDep, admin: AdminUser, username: Use
 @router.post("/api-keys", response_model=ApiKeyIssued, status_code=201,
              responses=responses(401, 403, 409, 422))
 def issue_api_key(conn: ConnDep, admin: AdminUser, body: ApiKeyCreate) -> dict[str, Any]:
-    """An API key for one borrower's systems. The secret is in this answer only; store it."""
-    key, row = accounts.issue_api_key(conn, body.borrower_id, body.name, admin.subject)
+    """An API key for one borrower's systems or one warehouse operator's (exactly one of
+    `borrower_id` and `operator_id`). The secret is in this answer only; store it."""
+    key, row = accounts.issue_api_key(conn, body.borrower_id, body.name, admin.subject,
+                                      operator_id=body.operator_id)
     return {**row, "api_key": key.secret}
 
 
 @router.get("/api-keys", response_model=Page[ApiKeyPublic], responses=responses(401, 403, 422))
 def list_api_keys(conn: ConnDep, _admin: AdminUser, page: PageDep,
-                  borrower_id: Slug | None = None) -> Page[Any]:
-    return page.page(accounts.api_keys(conn, borrower_id, page.limit + 1, page.offset))
+                  borrower_id: Slug | None = None,
+                  operator_id: OperatorId | None = None) -> Page[Any]:
+    return page.page(accounts.api_keys(conn, borrower_id, page.limit + 1, page.offset,
+                                       operator_id=operator_id))
 
 
 @router.delete("/api-keys/{key_id}", response_model=ApiKeyPublic,

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
-from api.deps import ConnDep, CurrentPrincipal, Page, PageDep
+from api.deps import AnyPrincipal, ConnDep, Page, PageDep
 from api.problems import ApiProblem, not_found, responses
 from api.schemas import Slug
 from ledger import merkle, store
@@ -66,7 +66,7 @@ def _head(head: store.SignedHead) -> dict[str, Any]:
 
 
 @router.get("/head", response_model=SignedHeadPublic, responses=responses(401, 404))
-def latest_head(conn: ConnDep, _who: CurrentPrincipal) -> dict[str, Any]:
+def latest_head(conn: ConnDep, _who: AnyPrincipal) -> dict[str, Any]:
     """The latest signed tree head: keep it to check later that the log only grew."""
     head = store.latest_head(conn)
     if head is None:
@@ -75,24 +75,25 @@ def latest_head(conn: ConnDep, _who: CurrentPrincipal) -> dict[str, Any]:
 
 
 @router.get("/heads", response_model=Page[SignedHeadPublic], responses=responses(401, 422))
-def list_heads(conn: ConnDep, _who: CurrentPrincipal, page: PageDep) -> Page[Any]:
+def list_heads(conn: ConnDep, _who: AnyPrincipal, page: PageDep) -> Page[Any]:
     """Signed tree heads, newest first."""
     return page.page([_head(h) for h in store.heads(conn, page.limit + 1, page.offset)])
 
 
 @router.get("/entries", response_model=Page[EntryPublic], responses=responses(401, 422))
-def list_entries(conn: ConnDep, principal: CurrentPrincipal, page: PageDep,
+def list_entries(conn: ConnDep, principal: AnyPrincipal, page: PageDep,
                  table: Annotated[Slug | None, Query(description="source table")] = None,
                  key: Annotated[str | None, Query(max_length=200,
                                                   description="the row's key")] = None
                  ) -> Page[Any]:
-    """Entries newest first; an enterprise sees those that concern it (and public ones)."""
+    """Entries newest first; an enterprise or a warehouse operator sees those that concern it (and
+    public ones)."""
     return page.page(store.entries(conn, principal.scope, page.limit + 1, page.offset,
                                    table=table, key=key))
 
 
 @router.get("/entries/{leaf_index}", response_model=EntryProof, responses=responses(401, 404, 422))
-def get_entry(conn: ConnDep, principal: CurrentPrincipal,
+def get_entry(conn: ConnDep, principal: AnyPrincipal,
               leaf_index: Annotated[int, Path(ge=0, le=MAX_SIZE, description="leaf index")],
               tree_size: Annotated[int | None, Query(
                   ge=1, le=MAX_SIZE, description="prove against the head signed at this size "
@@ -115,7 +116,7 @@ def get_entry(conn: ConnDep, principal: CurrentPrincipal,
 
 
 @router.get("/consistency", response_model=ConsistencyProof, responses=responses(401, 404, 422))
-def consistency(conn: ConnDep, _who: CurrentPrincipal,
+def consistency(conn: ConnDep, _who: AnyPrincipal,
                 first: Annotated[int, Query(ge=0, le=MAX_SIZE, description="the older size")],
                 second: Annotated[int | None, Query(
                     ge=0, le=MAX_SIZE, description="the newer size (default: the latest signed "

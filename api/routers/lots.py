@@ -10,25 +10,33 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from api import scoped_reads
-from api.deps import BankUser, ConnDep, CurrentPrincipal, Page, PageDep
+from api.deps import AnyPrincipal, BankUser, ConnDep, CurrentPrincipal, Page, PageDep
 from api.problems import found, not_found, responses
 from api.schemas import InspectionCreate, InspectionPublic, LotPublic, Slug
+from api.security import Principal, Role
 from lending import operations
 
 router = APIRouter(prefix="/lots", tags=["lots"])
 
 
+def _for(principal: Principal, lot: dict[str, Any]) -> dict[str, Any]:
+    """A warehouse operator sees the goods it stores, not the bank's valuation of the pledge."""
+    return {**lot, "pledge": None} if principal.role is Role.OPERATOR else lot
+
+
 @router.get("", response_model=Page[LotPublic], responses=responses(401, 422))
-def list_lots(conn: ConnDep, principal: CurrentPrincipal, page: PageDep,
+def list_lots(conn: ConnDep, principal: AnyPrincipal, page: PageDep,
               facility_id: Annotated[Slug | None, Query()] = None) -> Page[Any]:
-    return page.page(scoped_reads.lots(conn, principal.scope, page.limit + 1, page.offset,
-                                  facility_id=facility_id))
+    """Lots the caller may see; a warehouse operator: the lots in its warehouses."""
+    rows = scoped_reads.lots(conn, principal.scope, page.limit + 1, page.offset,
+                             facility_id=facility_id)
+    return page.page([_for(principal, r) for r in rows])
 
 
 @router.get("/{lot_id}", response_model=LotPublic, responses=responses(401, 404, 422))
-def get_lot(conn: ConnDep, principal: CurrentPrincipal,
+def get_lot(conn: ConnDep, principal: AnyPrincipal,
             lot_id: Annotated[Slug, Path(description="lot id")]) -> dict[str, Any]:
-    return found(scoped_reads.lot(conn, principal.scope, lot_id), "lot", lot_id)
+    return _for(principal, found(scoped_reads.lot(conn, principal.scope, lot_id), "lot", lot_id))
 
 
 LotId = Annotated[Slug, Path(description="lot id")]

@@ -1,5 +1,6 @@
 """T+0 reconciliation: officers upload the bank's core-ledger statement (CSV or camt.053 XML) and the
-warehouse operator's stock ledger; breaks are listed (and alerted); goods three ways per lot."""
+warehouse operator's stock ledger (which the operator may also upload itself, for its own lots);
+breaks are listed (and alerted); goods three ways per lot."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 
-from api.deps import BankUser, ConnDep, Page, PageDep, with_conn
+from api.deps import BankOrOperator, BankUser, ConnDep, Page, PageDep, with_conn
 from api.problems import responses
 from api.schemas import GoodsThreeWays, Slug, StatementImport, StatementReconciled, StockImported
+from api.security import Role
 from api.uploads import read_upload
 from lending import reconciliation, statement_file
 from lending.statement_file import StatementFileError
@@ -64,16 +66,21 @@ def get_statement(conn: ConnDep, _officer: BankUser,
 
 
 @router.post("/stock", response_model=StockImported, status_code=201, openapi_extra=UPLOAD,
-             responses=responses(400, 401, 403, 409, 413, 415, 422))
-async def upload_stock(request: Request, officer: BankUser) -> StockImported:
-    """The warehouse operator's stock ledger (`lot_id,quantity,as_of`)."""
+             responses=responses(400, 401, 403, 404, 409, 413, 415, 422))
+async def upload_stock(request: Request, who: BankOrOperator) -> StockImported:
+    """The warehouse operator's stock ledger (`lot_id,quantity,as_of`), uploaded by an officer or
+    by the operator itself with its own key: then every line must be for a lot in its
+    warehouses, or the whole file is refused (404 naming the lot) and nothing is stored."""
     data = await read_upload(request, STATEMENT_TYPES, MAX_BYTES, "stock ledger")
     try:
         rows = statement_file.parse_stock_csv(statement_file.decode(data))
     except StatementFileError as exc:
         raise _errors(exc) from None
+    operator = who.operator_id if who.role is Role.OPERATOR else None
+    by = who.subject if operator is None else f"op:{operator}"
     return StockImported(imported=await with_conn(
-        request, reconciliation.import_stock, rows, by=officer.subject, now=datetime.now(UTC)))
+        request, reconciliation.import_stock, rows, by=by, now=datetime.now(UTC),
+        operator_id=operator))
 
 
 @router.get("/goods", response_model=list[GoodsThreeWays], responses=responses(401, 403, 422))

@@ -12,10 +12,12 @@ import typer
 from api.accounts import api_keys, create_user, issue_api_key, revoke_api_key, update_user, users
 from api.password_policy import password_problem
 from api.schemas import UserCreate
+from lending.operations import InvalidRequest
+from lending.operators import check_operator_id
 from pledgewatch.cli.common import fail, now, run
 
 users_app = typer.Typer(help="Bank user accounts (admins and loan officers).", no_args_is_help=True)
-keys_app = typer.Typer(help="Enterprise API keys, each scoped to one borrower.",
+keys_app = typer.Typer(help="API keys, each scoped to one borrower or one warehouse operator.",
                        no_args_is_help=True)
 
 
@@ -106,25 +108,42 @@ def users_password(
 
 @keys_app.command("issue")
 def keys_issue(
-    borrower_id: Annotated[str, typer.Argument(help="the borrower whose data the key may see")],
     name: Annotated[str, typer.Option(help="what the key is for, e.g. 'ERP integration'")],
+    borrower_id: Annotated[str | None, typer.Argument(
+        help="the borrower whose data the key may see", show_default=False)] = None,
+    operator: Annotated[str | None, typer.Option(
+        "--operator", help="a warehouse operator's key instead: its lots, their ledger entries "
+                           "and its stock ledger")] = None,
 ) -> None:
-    """Issue an API key for an enterprise; the secret is printed once."""
+    """Issue an API key for an enterprise (BORROWER) or a warehouse operator (--operator), exactly
+    one of the two; the secret is printed once."""
+    if (borrower_id is None) == (operator is None):
+        raise fail("give exactly one of BORROWER and --operator")
     if not 0 < len(name) <= 200:
         raise fail("--name must be 1-200 characters")
-    key, _row = run(lambda conn: issue_api_key(conn, borrower_id, name, "cli"))
-    typer.echo(f"key {key.key_id} for borrower {borrower_id}")
+    if operator is not None:
+        try:
+            check_operator_id(operator)
+        except InvalidRequest as exc:
+            raise fail(f"--operator: {exc}") from None
+    key, _row = run(lambda conn: issue_api_key(conn, borrower_id, name, "cli",
+                                               operator_id=operator))
+    party = f"borrower {borrower_id}" if operator is None else f"warehouse operator {operator}"
+    typer.echo(f"key {key.key_id} for {party}")
     typer.echo(f"api key: {key.secret}   (shown once; send it as the X-API-Key header)")
 
 
 @keys_app.command("list")
 def keys_list(
     borrower: Annotated[str | None, typer.Option(help="only this borrower's keys")] = None,
+    operator: Annotated[str | None, typer.Option(
+        "--operator", help="only this warehouse operator's keys")] = None,
 ) -> None:
-    """Keys with their borrower and state (never the secret)."""
-    for row in run(lambda conn: api_keys(conn, borrower, 10_000, 0)):
+    """Keys with their borrower or operator and state (never the secret)."""
+    for row in run(lambda conn: api_keys(conn, borrower, 10_000, 0, operator_id=operator)):
         state = f"revoked {row['revoked_at']:%Y-%m-%d %H:%M}" if row["revoked_at"] else "active"
-        typer.echo(f"{row['key_id']}  {row['borrower_id']:<20} {state:<24} {row['name']}")
+        party = row["borrower_id"] or f"op:{row['operator_id']}"
+        typer.echo(f"{row['key_id']}  {party:<20} {state:<24} {row['name']}")
 
 
 @keys_app.command("revoke")

@@ -22,7 +22,7 @@ from gateway.lease import MAX_SLOTS
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import parse_mqtt_url
 from gateway.writer_process import WriterGone
-from pledgewatch.cli import accounts, financing, ledger, lending, rating, reconcile
+from pledgewatch.cli import accounts, financing, ledger, lending, operators, rating, reconcile
 from pledgewatch.cli.bench import register_bench
 from pledgewatch.cli.common import (
     check_broker,
@@ -328,6 +328,7 @@ financing.register(app)
 reconcile.register(app)
 ledger.register(app)
 accounts.register(app)
+operators.register(app)
 rating.register(app)
 
 

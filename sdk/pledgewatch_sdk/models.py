@@ -46,9 +46,10 @@ class Page(BaseModel, Generic[T]):
 
 class Me(Model):
     SCHEMA = "Me"
-    role: Literal["admin", "officer", "enterprise"]
+    role: Literal["admin", "officer", "enterprise", "operator"]
     subject: str
     borrower_id: str | None
+    operator_id: str | None = None  # a warehouse operator's key
 
 
 class FacilityLimit(Model):
@@ -235,6 +236,7 @@ class Lot(Model):
     site: str | None
     vehicle: str | None
     geofence: list[list[float]] | None
+    operator_id: str | None = None  # the warehouse operator storing the lot
     pledge: PledgeStatus | None
     sensors: list[SensorHealth]
     location: Location | None

@@ -11,6 +11,7 @@ import pytest
 
 from firmware_sim.device_models import make_fleet
 from lending.operations import load_portfolio
+from pledgewatch.demo import OPERATOR, assign_demo_operator
 from pledgewatch.demo_chain import PROGRAMME, TIER1, TIER2, TIER3, ChainActivity
 from pledgewatch.demo_portfolio import demo_portfolio
 
@@ -52,3 +53,18 @@ def test_the_demo_chain_moves_vouchers_down_to_tier_3_and_settles_when_the_line_
         assert used == (1,)
         assert conn.execute("SELECT count(*) FROM drawdowns WHERE purpose = 'buy seed grain'"
                             ).fetchone() == (3,)
+
+
+def test_the_demos_warehouse_operator_stores_every_warehouse_lot(migrated_db: str) -> None:
+    now = datetime.now(UTC)
+    with psycopg.connect(migrated_db, autocommit=True) as conn:
+        portfolio = demo_portfolio(make_fleet(12, tenant="demo"), now)
+        load_portfolio(conn, portfolio, now)
+        stored = assign_demo_operator(conn, portfolio)
+        assert assign_demo_operator(conn, portfolio) == stored  # a restarted demo: the same
+        rows: dict[str, str | None] = dict(conn.execute(
+            "SELECT lot_id, operator_id FROM lots").fetchall())
+    warehouse = {lot.id for lot in portfolio.lots if lot.vehicle is None}
+    assert stored == len(warehouse) > 0
+    assert {lot for lot, op in rows.items() if op == OPERATOR[0]} == warehouse
+    assert all(op is None for lot, op in rows.items() if lot not in warehouse)

@@ -89,6 +89,24 @@ def test_bank_users_see_the_portfolio_and_enterprises_their_borrower() -> None:
     assert not Principal(Role.ENTERPRISE, "k1", "sup-a").is_bank
 
 
+def test_a_warehouse_operator_is_scoped_to_its_ledger_party_never_the_portfolio() -> None:
+    operator = Principal(Role.OPERATOR, "k2", operator_id="op-north")
+    assert operator.scope == "op:op-north" and not operator.is_bank
+    # A caller outside the bank without its party would have scope None: the whole book.
+    for role, borrower, op in [(Role.OPERATOR, None, None), (Role.OPERATOR, "sup-a", "op-north"),
+                               (Role.OPERATOR, None, ""), (Role.ENTERPRISE, None, None),
+                               (Role.ENTERPRISE, "sup-a", "op-north"), (Role.ENTERPRISE, "", None),
+                               (Role.OFFICER, "sup-a", None), (Role.ADMIN, None, "op-north")]:
+        with pytest.raises(ValueError):
+            Principal(role, "k", borrower, op)
+
+
+def test_a_token_cannot_claim_an_api_key_role() -> None:
+    for role in (Role.ENTERPRISE, Role.OPERATOR):
+        with pytest.raises(TokenError):
+            read_token(SECRET, issue_token(SECRET, "mallory", role, timedelta(minutes=5)))
+
+
 def test_the_principal_cache_expires_and_clears() -> None:
     cache = PrincipalCache(ttl_s=60)
     who = Principal(Role.OFFICER, "o")

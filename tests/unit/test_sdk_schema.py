@@ -30,7 +30,7 @@ from pledgewatch_sdk.client import OPERATIONS, Operation
 from pydantic import BaseModel
 
 from api.app import create_app
-from api.deps import ApiConfig, admin_user, bank_user, current_principal
+from api.deps import ApiConfig, admin_user, bank_or_operator, bank_user, current_principal
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOT = ROOT / "sdk" / "openapi.json"
@@ -117,12 +117,12 @@ def api_routes(app: FastAPI) -> Iterator[tuple[str, set[str], Dependant]]:
 
 
 def enterprise_operations(app: FastAPI) -> set[tuple[str, str]]:
-    """Routes in the schema that need a caller (current_principal) but not a bank user or an
-    admin: what an enterprise's API key may call."""
+    """Routes in the schema that need a caller (current_principal) but not a bank user, an
+    admin, or a bank user or warehouse operator: what an enterprise's API key may call."""
     found = set()
     for path, methods, dependant in api_routes(app):
         needs = set(calls(dependant))
-        if current_principal in needs and not needs & {bank_user, admin_user}:
+        if current_principal in needs and not needs & {bank_user, admin_user, bank_or_operator}:
             found |= {(method, path) for method in methods}
     return found
 
@@ -133,6 +133,8 @@ def test_the_rule_tells_enterprise_operations_from_bank_ones(app: FastAPI) -> No
     assert ("POST", "/api/v1/receivables/{receivable_id}/confirm") in ops
     assert ("POST", "/api/v1/programmes") not in ops  # an officer's
     assert ("POST", "/api/v1/api-keys") not in ops  # an admin's
+    assert ("POST", "/api/v1/reconciliation/stock") not in ops  # an officer's or an operator's
+    assert ("GET", "/api/v1/ledger/entries") in ops  # an operator's too, and an enterprise's
     assert ("POST", "/api/v1/auth/token") not in ops  # officers' log-in; no caller needed
     assert ("GET", "/health") not in ops
 

@@ -47,7 +47,7 @@ export async function login(username, password) {
   const { access_token: token } = await response.json();
   session.save(token, username);
   const me = await api('/auth/me');
-  if (me.role === 'enterprise') {
+  if (me.role !== 'officer' && me.role !== 'admin') {  // an enterprise or a warehouse operator
     session.clear();
     throw new ApiError(403, 'this dashboard is for bank officers');
   }

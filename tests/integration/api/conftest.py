@@ -1,7 +1,8 @@
 """A two-tenant world for the API tests: borrower A (``sup-grain``, facility ``fac-grain``) and
 borrower B (``sup-metal``, facility ``fac-metal``) from ``tests/data/portfolio.yaml``, limit
 snapshots from a real engine pass, one open alert per facility, an admin, an officer, and one API
-key per borrower; the app runs in-process against the real database."""
+key per borrower; the app runs in-process against the real database. The ``operators`` fixture
+adds two warehouse operators, one storing A's lot and one B's, each with its own API key."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from api.accounts import create_user, issue_api_key
 from lending.domain.alerts import Alert, AlertType, Severity
 from lending.engine import LendingEngine
 from lending.operations import load_portfolio
+from lending.operators import add_operator, assign_lots
 from lending.portfolio_file import read_portfolio
 from lending.store import insert_alert
 from pledgewatch.http import create_app
@@ -36,6 +38,7 @@ A, B = "sup-grain", "sup-metal"
 FAC = {A: "fac-grain", B: "fac-metal"}
 LOT = {A: "lot-wheat-1", B: "lot-copper-1"}
 DEVICE = {A: "wh-t-0001", B: "trk-t-0001"}
+OP = {A: "op-north", B: "op-south"}  # the warehouse operator storing A's lot, B's lot
 
 
 @pytest.fixture
@@ -119,6 +122,25 @@ def as_admin(api: TestClient) -> dict[str, str]:
 @pytest.fixture
 def as_officer(api: TestClient) -> dict[str, str]:
     return login(api, "officer")
+
+
+@pytest.fixture
+def operators(world: World) -> dict[str, str]:
+    """Operator id -> its API key secret: OP[A] stores LOT[A], OP[B] stores LOT[B]."""
+    keys: dict[str, str] = {}
+    with world.connect() as conn:
+        for borrower in (A, B):
+            add_operator(conn, OP[borrower], f"{OP[borrower]} warehousing")
+            assign_lots(conn, OP[borrower], [LOT[borrower]])
+            key, _row = issue_api_key(conn, None, "WMS", "admin", operator_id=OP[borrower])
+            keys[OP[borrower]] = key.secret
+    return keys
+
+
+@pytest.fixture
+def as_op_a(operators: dict[str, str]) -> dict[str, str]:
+    """The warehouse operator storing A's lot."""
+    return {"X-API-Key": operators[OP[A]]}
 
 
 @pytest.fixture

@@ -11,7 +11,10 @@ table the tests check that:
   cannot learn that B's object exists; and the database row is unchanged afterwards;
 * A reads its own objects, and is refused bank-only and admin-only actions on them too;
 * an officer reads everyone's objects and acts on them; admin-only routes refuse officers;
-* admins act on admin-only routes.
+* admins act on admin-only routes;
+* a warehouse operator (its own API key, storing A's lot) reads the lots it stores and the ledger
+  entries naming it (:attr:`Row.operator` ``"read"``): 200 on its own, on anyone else's exactly
+  what a made-up id gets (404); every other route is 403 whatever the object, and changes nothing.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ Params = dict[str, str]
 # holder: only the enterprise holding the object acts (a bank user is refused); debtor: the
 # enterprise that owes it or a bank user (A, a supplier, owes nothing: 404 like a made-up id).
 Access = Literal["read", "bank", "admin", "holder", "debtor"]
+# a warehouse operator: "read" the objects of the lots it stores, or "refused" (403) everywhere
+OperatorAccess = Literal["read", "refused"]
 NOT_VISIBLE = ("read", "holder", "debtor")  # A on B's object: 404, exactly as for a made-up id
 
 
@@ -162,6 +167,15 @@ class Ctx:
         found = ledger_store.entries(self.conn, None, 1, 0, table="repayments", key=str(row[0]))
         return {"leaf_index": str(found[0]["leaf_index"])}
 
+    def lot_ledger_entry(self, borrower: str) -> Params:
+        """An entry of the ledger concerning the borrower's lot and its warehouse operator (a
+        release order), under a signed head."""
+        release_id = self.release(borrower)["release_id"]
+        drain(self.conn, LEDGER_SIGNER)
+        found = ledger_store.entries(self.conn, None, 1, 0, table="release_orders",
+                                     key=release_id)
+        return {"leaf_index": str(found[0]["leaf_index"])}
+
     def statement(self, borrower: str) -> Params:
         """A reconciled statement of the borrower's loan account (one line nothing explains)."""
         body = (f"reference,facility_id,amount,currency,direction,value_date\n"
@@ -214,6 +228,9 @@ class Row:
     query: dict[str, str] = field(default_factory=dict)
     body: Any = None
     state: Callable[[psycopg.Connection, Params], Any] | None = None  # for routes that write
+    operator: OperatorAccess = "refused"
+    # the objects a warehouse operator is tested on, when not ``arrange``'s
+    operator_arrange: Callable[[Ctx, str], Params] | None = None
 
 
 def fixed(**params: Callable[[str], str]) -> Callable[[Ctx, str], Params]:
@@ -253,7 +270,7 @@ MATRIX: dict[tuple[str, str], Row] = {
         "read", fixed(borrower_id=lambda b: b), {"borrower_id": "sup-made-up"}),
     ("GET", "/borrowers/{borrower_id}/rating"): Row(
         "read", fixed(borrower_id=lambda b: b), {"borrower_id": "sup-made-up"}),
-    ("GET", "/lots/{lot_id}"): Row("read", LOT_ID, NO_LOT),
+    ("GET", "/lots/{lot_id}"): Row("read", LOT_ID, NO_LOT, operator="read"),
     ("GET", "/lots/{lot_id}/inspections"): Row("read", LOT_ID, NO_LOT),
     ("POST", "/lots/{lot_id}/inspections"): Row(
         "bank", LOT_ID, NO_LOT, ok=201, body={"counted_quantity": 10, "note": "matrix"},
@@ -297,7 +314,8 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/vouchers/{voucher_id}/pay"): Row(
         "debtor", Ctx.voucher, NO_VOUCHER, ok=201, body={"amount": 1000}, state=VOUCHER_STATE),
     ("GET", "/ledger/entries/{leaf_index}"): Row(
-        "read", Ctx.ledger_entry, {"leaf_index": "987654321"}),
+        "read", Ctx.ledger_entry, {"leaf_index": "987654321"}, operator="read",
+        operator_arrange=Ctx.lot_ledger_entry),
     ("GET", "/reconciliation/statements/{import_id}"): Row(
         "bank", Ctx.statement, {"import_id": "987654321"}),
     ("GET", "/webhooks/{webhook_id}"): Row("bank", Ctx.webhook, NO_WEBHOOK),
@@ -421,6 +439,36 @@ def test_officer_reads_and_acts_on_every_borrower_and_admin_routes_refuse_office
                     failures.append(f"{key}: a made-up id gave the officer {missing.status_code}")
     # B itself still works: nothing above touched its key.
     assert api.get(f"{V1}/auth/me", headers=as_b).status_code == 200
+    assert not failures, "\n".join(failures)
+
+
+def test_an_operator_reads_what_it_stores_and_is_refused_everything_else(
+        api: TestClient, world: World, as_op_a: dict[str, str]) -> None:
+    """The operator of A's lot: on routes it may read, A's lot's objects answer and B's (another
+    operator's) answer exactly like made-up ones; on every other route, 403 for A's, B's and
+    made-up objects alike, and nothing changes."""
+    failures: list[str] = []
+    with world.connect() as conn:
+        ctx = Ctx(world, conn)
+        for key, row in MATRIX.items():
+            arrange = row.operator_arrange or row.arrange
+            mine, theirs = arrange(ctx, A), arrange(ctx, B)
+            before = [row.state(conn, p) for p in (mine, theirs)] if row.state else None
+            got_mine = call(api, key, row, mine, as_op_a)
+            got_theirs = call(api, key, row, theirs, as_op_a)
+            made_up = call(api, key, row, row.fake, as_op_a)
+            expected = (row.ok, 404) if row.operator == "read" else (403, 403)
+            if (got_mine.status_code, got_theirs.status_code) != expected:
+                failures.append(f"{key}: the operator got {got_mine.status_code} on A's lot's "
+                                f"object and {got_theirs.status_code} on B's, not {expected}: "
+                                f"{got_theirs.text}")
+                continue
+            if shape(got_theirs, theirs) != shape(made_up, row.fake):
+                failures.append(f"{key}: B's object and a made-up one answer the operator "
+                                f"differently:\n  {shape(got_theirs, theirs)}\n  "
+                                f"{shape(made_up, row.fake)}")
+            if row.state and [row.state(conn, p) for p in (mine, theirs)] != before:
+                failures.append(f"{key}: the operator changed an object")
     assert not failures, "\n".join(failures)
 
 
