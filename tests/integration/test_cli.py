@@ -106,6 +106,7 @@ def password_of(stdout: str) -> str:
     return lines[0].removeprefix("MQTT password: ").split()[0]
 
 
+@pytest.mark.once_per_run  # a process start each; the database kind changes nothing here
 def test_devices_add_shows_the_password_once_and_stores_only_a_hash(migrated_db: str,
                                                                      tmp_path: Path) -> None:
     proc = pledgewatch(migrated_db, tmp_path, "devices", "add", "wh-9", "--tenant", "acme",
@@ -147,6 +148,7 @@ def assert_refused(proc: subprocess.CompletedProcess[str], message: str) -> None
     assert "Traceback" not in text
 
 
+@pytest.mark.once_per_run  # a process start each; the database kind changes nothing here
 def test_two_devices_get_different_passwords(migrated_db: str, tmp_path: Path) -> None:
     a = pledgewatch(migrated_db, tmp_path, "devices", "add", "wh-a", "--tenant", "acme")
     b = pledgewatch(migrated_db, tmp_path, "devices", "add", "wh-b", "--tenant", "acme")
@@ -154,6 +156,7 @@ def test_two_devices_get_different_passwords(migrated_db: str, tmp_path: Path) -
     assert password_of(a.stdout) != password_of(b.stdout)
 
 
+@pytest.mark.once_per_run
 @pytest.mark.parametrize(
     ("device_id", "tenant"),
     [("a/b", "acme"), ("x" * 65, "acme"), ("#", "acme"), ("wh 1", "acme"), ("+", "acme"),

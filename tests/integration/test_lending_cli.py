@@ -14,7 +14,9 @@ import pytest
 
 from tests.integration.test_cli import output, pledgewatch
 
-pytestmark = pytest.mark.integration
+# Every check here is a process start: the commands run on one database kind per run (the
+# configured server when named, else embedded); test_cli.py covers migrate on both kinds.
+pytestmark = [pytest.mark.integration, pytest.mark.once_per_run]
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 PORTFOLIO = DATA / "portfolio.yaml"
