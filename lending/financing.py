@@ -519,27 +519,47 @@ def _voucher_scope(scope: str | None) -> str:
     return "(p.core_id = %(scope)s OR v.holder_id = %(scope)s)"
 
 
-def _voucher(cur: psycopg.Cursor[Row], voucher_id: str, scope: str | None) -> Row:
-    row = cur.execute(f"{_VOUCHER_SELECT} WHERE v.voucher_id = %(id)s AND {_voucher_scope(scope)}",
-                      {"id": voucher_id, "scope": scope}).fetchone()
+# A voucher with its path from the core enterprise's confirmation down to it (the path's columns
+# as arrays in the same order, so each keeps its type) and that confirmation: one statement.
+_PATH_COLUMNS = ("voucher_id", "holder_id", "amount", "status", "created_at", "created_by")
+_CONFIRMATION_COLUMNS = ("receivable_id", "debtor_id", "confirmed_at", "confirmed_by")
+_VOUCHER_DETAIL = (
+    "WITH RECURSIVE up AS (SELECT voucher_id, parent_id, holder_id, amount, status,"
+    " created_at, created_by, 0 AS depth FROM vouchers WHERE voucher_id = %(id)s"
+    " UNION ALL SELECT v.voucher_id, v.parent_id, v.holder_id, v.amount, v.status,"
+    " v.created_at, v.created_by, up.depth + 1 FROM vouchers v"
+    " JOIN up ON v.voucher_id = up.parent_id) "
+    + _VOUCHER_SELECT.replace(" FROM vouchers v ", "".join(
+        f", ARRAY(SELECT {c} FROM up ORDER BY depth DESC) AS path_{c}" for c in _PATH_COLUMNS)
+        + "".join(f", r.{c} AS confirmation_{c}" for c in _CONFIRMATION_COLUMNS)
+        + " FROM vouchers v ", 1))
+assert _VOUCHER_SELECT.count(" FROM vouchers v ") == 1
+
+
+def _send_voucher(cur: psycopg.Cursor[Row], voucher_id: str, scope: str | None) -> None:
+    """Send the read of :func:`_voucher` (in a pipeline: no round trip of its own); take the
+    answer with :func:`_fetch_voucher`."""
+    cur.execute(f"{_VOUCHER_DETAIL} WHERE v.voucher_id = %(id)s AND {_voucher_scope(scope)}",
+                {"id": voucher_id, "scope": scope})
+
+
+def _fetch_voucher(cur: psycopg.Cursor[Row], voucher_id: str) -> Row:
+    row = cur.fetchone()
     if row is None:
         raise NotFound("voucher", voucher_id)
-    row["path"] = cur.execute(
-        "WITH RECURSIVE up AS (SELECT voucher_id, parent_id, holder_id, amount, status,"
-        " created_at, created_by, 0 AS depth FROM vouchers WHERE voucher_id = %s"
-        " UNION ALL SELECT v.voucher_id, v.parent_id, v.holder_id, v.amount, v.status,"
-        " v.created_at, v.created_by, up.depth + 1 FROM vouchers v"
-        " JOIN up ON v.voucher_id = up.parent_id)"
-        " SELECT voucher_id, holder_id, amount, status, created_at, created_by FROM up"
-        " ORDER BY depth DESC", (voucher_id,)).fetchall()
+    columns = [row.pop(f"path_{c}") for c in _PATH_COLUMNS]
+    steps = [dict(zip(_PATH_COLUMNS, step, strict=True)) for step in zip(*columns, strict=True)]
+    row["path"] = steps
     # a tier is a step down the chain: a part the holder kept when it split stays its tier
-    holders = [step["holder_id"] for step in row["path"]]
+    holders = [step["holder_id"] for step in steps]
     row["tier"] = 1 + sum(a != b for a, b in itertools.pairwise(holders))
-    confirmation = cur.execute(
-        "SELECT receivable_id, debtor_id, confirmed_at, confirmed_by FROM receivables"
-        " WHERE receivable_id = %s", (row["receivable_id"],)).fetchone()
-    row["confirmation"] = confirmation
+    row["confirmation"] = {c: row.pop(f"confirmation_{c}") for c in _CONFIRMATION_COLUMNS}
     return row
+
+
+def _voucher(cur: psycopg.Cursor[Row], voucher_id: str, scope: str | None) -> Row:
+    _send_voucher(cur, voucher_id, scope)
+    return _fetch_voucher(cur, voucher_id)
 
 
 def get_voucher(conn: psycopg.Connection, voucher_id: str, scope: str | None) -> Row:
@@ -561,15 +581,18 @@ def list_vouchers(conn: psycopg.Connection, scope: str | None, limit: int, offse
              "limit": limit, "offset": offset}).fetchall()
 
 
-def _spend(cur: psycopg.Cursor[Row], voucher_id: str, holder: str | None, to: str) -> Row:
+def _spend(cur: psycopg.Cursor[Row], voucher_id: str, holder: str | None, to: str, *,
+           recipient: str | None = None) -> Row:
     """Spend an active voucher exactly once: one conditional UPDATE; a concurrent spender waits
-    on the row and then finds it no longer active. The row carries its programme's core_id."""
+    on the row and then finds it no longer active. The row carries its programme's core_id and,
+    as ``recipient_core_id``, the core enterprise of the chain ``recipient`` belongs to."""
     row = cur.execute(
         "UPDATE vouchers v SET status = %s WHERE voucher_id = %s AND status = 'active'"
         " AND (%s::text IS NULL OR holder_id = %s)"
         " RETURNING voucher_id, programme_id, receivable_id, root_id, holder_id, amount, maturity,"
-        " (SELECT p.core_id FROM programmes p WHERE p.programme_id = v.programme_id) AS core_id",
-        (to, voucher_id, holder, holder)).fetchone()
+        " (SELECT p.core_id FROM programmes p WHERE p.programme_id = v.programme_id) AS core_id,"
+        " (SELECT b.core_id FROM borrowers b WHERE b.borrower_id = %s) AS recipient_core_id",
+        (to, voucher_id, holder, holder, recipient)).fetchone()
     if row is None:
         state = cur.execute("SELECT status, holder_id FROM vouchers WHERE voucher_id = %s",
                             (voucher_id,)).fetchone()
@@ -585,42 +608,49 @@ def transfer_voucher(conn: psycopg.Connection, voucher_id: str, to_id: str,
     chain: the voucher is spent into the transferred part and, if any, the part the holder keeps.
     Returns the new holder's voucher (with its path).
 
-    In a pipeline: BEGIN, the recipient's chain and the spend go in one round trip; the children
-    (one INSERT) go with the first read of the new voucher (:func:`_voucher`)."""
+    Two round trips in a pipeline: BEGIN and the spend (with the recipient's chain); then the
+    children (one INSERT), the read of the new voucher (:func:`_send_voucher`) and COMMIT."""
     try:
         cents = money(amount)
     except FinancingError as exc:
         raise InvalidRequest(str(exc)) from None
-    with conn.pipeline(), conn.cursor(row_factory=dict_row) as cur, \
-            conn.cursor(row_factory=dict_row) as recipient, conn.transaction():
-        recipient.execute("SELECT core_id FROM borrowers WHERE borrower_id = %s", (to_id,))
-        spent = _spend(cur, voucher_id, holder, "spent")  # rolled back with any refusal below
-        if to_id == holder:
-            raise InvalidRequest("a voucher is transferred to another chain member, not to yourself")
-        if spent["maturity"] <= now:
-            raise LendingError(f"voucher {voucher_id} has matured: it is paid, not transferred")
-        core_id = spent["core_id"]
-        assert core_id is not None
-        member = recipient.fetchone()
-        if member is None or member["core_id"] != core_id:
-            raise InvalidRequest(f"{to_id} is not a member of {core_id}'s chain")
-        try:
-            parts = split(Decimal(spent["amount"]), cents)
-        except FinancingError as exc:
-            raise InvalidRequest(str(exc)) from None
-        new_id = f"v-{secrets.token_hex(8)}"
-        children = [(new_id, to_id, parts.transferred)]
-        if parts.kept > 0:
-            children.append((f"v-{secrets.token_hex(8)}", holder, parts.kept))
-        cur.execute(
-            "INSERT INTO vouchers (voucher_id, programme_id, receivable_id, parent_id, root_id,"
-            " holder_id, amount, maturity, status, created_by, created_at) VALUES "
-            + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, 'active', %s, %s)"] * len(children)),
-            [value for child_id, child_holder, child_amount in children
-             for value in (child_id, spent["programme_id"], spent["receivable_id"], voucher_id,
-                           spent["root_id"], child_holder, child_amount, spent["maturity"], by,
-                           now)])
-        return _voucher(cur, new_id, None)
+    with conn.pipeline(), conn.cursor(row_factory=dict_row) as cur:
+        with conn.transaction():
+            new_id = _transfer(cur, voucher_id, to_id, cents, holder, by, now)
+            _send_voucher(cur, new_id, None)
+        return _fetch_voucher(cur, new_id)  # read with the COMMIT: no round trip of its own
+
+
+def _transfer(cur: psycopg.Cursor[Row], voucher_id: str, to_id: str, cents: Decimal,
+              holder: str, by: str, now: datetime) -> str:
+    """Spend the voucher into its children (in the caller's transaction); the new holder's id."""
+    # rolled back with any refusal below; the row carries the recipient's core enterprise
+    spent = _spend(cur, voucher_id, holder, "spent", recipient=to_id)
+    if to_id == holder:
+        raise InvalidRequest("a voucher is transferred to another chain member, not to yourself")
+    if spent["maturity"] <= now:
+        raise LendingError(f"voucher {voucher_id} has matured: it is paid, not transferred")
+    core_id = spent["core_id"]
+    assert core_id is not None
+    if spent["recipient_core_id"] != core_id:
+        raise InvalidRequest(f"{to_id} is not a member of {core_id}'s chain")
+    try:
+        parts = split(Decimal(spent["amount"]), cents)
+    except FinancingError as exc:
+        raise InvalidRequest(str(exc)) from None
+    new_id = f"v-{secrets.token_hex(8)}"
+    children = [(new_id, to_id, parts.transferred)]
+    if parts.kept > 0:
+        children.append((f"v-{secrets.token_hex(8)}", holder, parts.kept))
+    cur.execute(
+        "INSERT INTO vouchers (voucher_id, programme_id, receivable_id, parent_id, root_id,"
+        " holder_id, amount, maturity, status, created_by, created_at) VALUES "
+        + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, 'active', %s, %s)"] * len(children)),
+        [value for child_id, child_holder, child_amount in children
+         for value in (child_id, spent["programme_id"], spent["receivable_id"], voucher_id,
+                       spent["root_id"], child_holder, child_amount, spent["maturity"], by,
+                       now)])
+    return new_id
 
 
 def finance_voucher(conn: psycopg.Connection, voucher_id: str, *, holder: str | None, by: str,

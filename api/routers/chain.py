@@ -7,9 +7,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 
-from api.deps import BankUser, ConnDep, CurrentPrincipal, Page, PageDep
+from api.deps import BankUser, ConnDep, CurrentPrincipal, Page, PageDep, with_conn
 from api.problems import ApiProblem, responses
 from api.schemas import (
     ChainPublic,
@@ -102,13 +102,14 @@ def get_voucher(conn: ConnDep, principal: CurrentPrincipal, voucher_id: VoucherI
 
 @router.post("/vouchers/{voucher_id}/transfer", response_model=VoucherDetail, status_code=201,
              responses=responses(401, 403, 404, 409, 422))
-def transfer_voucher(conn: ConnDep, principal: CurrentPrincipal, voucher_id: VoucherId,
-                     body: VoucherTransfer) -> dict[str, Any]:
+async def transfer_voucher(request: Request, principal: CurrentPrincipal, voucher_id: VoucherId,
+                           body: VoucherTransfer) -> dict[str, Any]:
     """Transfer part (or all) of a voucher you hold to a member of the same chain; the rest stays
     yours as a new voucher. A voucher is spent once."""
-    return financing.transfer_voucher(conn, voucher_id, body.to, body.amount,
-                                      holder=_holder(principal), by=principal.subject,
-                                      now=datetime.now(UTC))
+    holder = _holder(principal)
+    # async with one worker-thread hop for the whole transfer (api.deps.with_conn): the hot path
+    return await with_conn(request, financing.transfer_voucher, voucher_id, body.to, body.amount,
+                           holder=holder, by=principal.subject, now=datetime.now(UTC))
 
 
 @router.post("/vouchers/{voucher_id}/finance", response_model=VoucherDetail,

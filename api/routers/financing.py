@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 
-from api.deps import BankUser, ConnDep, CurrentPrincipal, Page, PageDep
+from api.deps import BankUser, ConnDep, CurrentPrincipal, Page, PageDep, with_conn
 from api.problems import responses
 from api.schemas import (
     BlacklistCreate,
@@ -36,14 +36,16 @@ IdempotencyKey = Annotated[str, Header(
              responses={**responses(401, 404, 409, 422),
                         200: {"model": DrawdownPublic,
                               "description": "a retry: the drawdown the key already made"}})
-def request_drawdown(conn: ConnDep, principal: CurrentPrincipal, body: DrawdownCreate,
-                     response: Response, key: IdempotencyKey) -> dict[str, Any]:
+async def request_drawdown(request: Request, principal: CurrentPrincipal, body: DrawdownCreate,
+                           response: Response, key: IdempotencyKey) -> dict[str, Any]:
     """Draw on a facility. Approved at once when the amount fits the live available limit, the
     facility has no open critical alert and the borrower is not blacklisted; otherwise `pending`
     for an officer, with the reasons."""
-    row, created = financing.request_drawdown(
-        conn, body.facility_id, body.amount, body.currency, body.tenor_days, body.purpose,
-        by=principal.subject, idempotency_key=key, now=datetime.now(UTC), scope=principal.scope)
+    # async with one worker-thread hop for the whole decision (api.deps.with_conn): the hot path
+    row, created = await with_conn(
+        request, financing.request_drawdown, body.facility_id, body.amount, body.currency,
+        body.tenor_days, body.purpose, by=principal.subject, idempotency_key=key,
+        now=datetime.now(UTC), scope=principal.scope)
     if not created:
         response.status_code = 200
     return row
