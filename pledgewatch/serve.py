@@ -12,9 +12,10 @@ import re
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING
 
-import uvicorn
-from fastapi import FastAPI
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 class BindError(OSError):
@@ -76,6 +77,9 @@ class HttpServer:
             self._socket = bind_socket(host, 0)
             self.moved_from = port
         self.host, self.port = host, int(self._socket.getsockname()[1])
+        # here, not at the top: every command imports BindError and bind_problem from this module
+        import uvicorn  # noqa: PLC0415
+
         self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port,
                                                      log_level="warning", access_log=False,
                                                      timeout_graceful_shutdown=2))

@@ -9,11 +9,6 @@ from typing import Annotated
 
 import typer
 
-from api.accounts import api_keys, create_user, issue_api_key, revoke_api_key, update_user, users
-from api.password_policy import password_problem
-from api.schemas import UserCreate
-from lending.operations import InvalidRequest
-from lending.operators import check_operator_id
 from pledgewatch.cli.common import fail, now, run
 
 users_app = typer.Typer(help="Bank user accounts (admins and loan officers).", no_args_is_help=True)
@@ -24,6 +19,8 @@ keys_app = typer.Typer(help="API keys, each scoped to one borrower or one wareho
 def _read_password(from_stdin: bool, generate: bool, username: str) -> tuple[str, bool]:
     """The new password and whether it must be shown (generated); exit 2 when the password
     policy (api.password_policy: length, not the user name, zxcvbn strength) refuses it."""
+    from api.password_policy import password_problem
+
     if generate:
         return secrets.token_urlsafe(18), True
     if from_stdin:
@@ -49,6 +46,9 @@ def users_add(
     generate: Generate = False,
 ) -> None:
     """Create a user who logs in to the dashboard and the API (OAuth2 password flow)."""
+    from api.accounts import create_user
+    from api.schemas import UserCreate
+
     if role not in ("officer", "admin"):
         raise fail(f"--role must be officer or admin, got {role!r}")
     password, show = _read_password(password_stdin, generate, username)
@@ -66,6 +66,8 @@ def users_add(
 @users_app.command("list")
 def users_list() -> None:
     """Every user with role and state."""
+    from api.accounts import users
+
     for row in run(lambda conn: users(conn, 10_000, 0)):
         state = "disabled" if row["disabled"] else "active"
         typer.echo(f"{row['username']:<24} {row['role']:<8} {state:<8} since "
@@ -73,6 +75,8 @@ def users_list() -> None:
 
 
 def _set_disabled(username: str, disabled: bool) -> None:
+    from api.accounts import update_user
+
     if run(lambda conn: update_user(conn, username, disabled, None)) is None:
         raise fail(f"no user {username!r}")
     typer.echo(f"user {username} " + ("disabled: its tokens are refused" if disabled else
@@ -98,6 +102,8 @@ def users_password(
     generate: Generate = False,
 ) -> None:
     """Set a new password (the user's tokens issued before it are refused from then on)."""
+    from api.accounts import update_user
+
     password, show = _read_password(password_stdin, generate, username)
     if run(lambda conn: update_user(conn, username, None, password)) is None:
         raise fail(f"no user {username!r}")
@@ -117,6 +123,10 @@ def keys_issue(
 ) -> None:
     """Issue an API key for an enterprise (BORROWER) or a warehouse operator (--operator), exactly
     one of the two; the secret is printed once."""
+    from api.accounts import issue_api_key
+    from lending.operations import InvalidRequest
+    from lending.operators import check_operator_id
+
     if (borrower_id is None) == (operator is None):
         raise fail("give exactly one of BORROWER and --operator")
     if not 0 < len(name) <= 200:
@@ -140,6 +150,8 @@ def keys_list(
         "--operator", help="only this warehouse operator's keys")] = None,
 ) -> None:
     """Keys with their borrower or operator and state (never the secret)."""
+    from api.accounts import api_keys
+
     for row in run(lambda conn: api_keys(conn, borrower, 10_000, 0, operator_id=operator)):
         state = f"revoked {row['revoked_at']:%Y-%m-%d %H:%M}" if row["revoked_at"] else "active"
         party = row["borrower_id"] or f"op:{row['operator_id']}"
@@ -150,6 +162,8 @@ def keys_list(
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key id `api-keys list` shows")]
                 ) -> None:
     """Revoke a key: requests with it are refused (at once here, within `auth_cache_s` elsewhere)."""
+    from api.accounts import revoke_api_key
+
     if run(lambda conn: revoke_api_key(conn, key_id, now())) is None:
         raise fail(f"no API key {key_id!r}")
     typer.echo(f"key {key_id} revoked")

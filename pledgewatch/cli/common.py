@@ -2,6 +2,9 @@
 
 A database or broker that cannot be reached, a port that is taken and a TimescaleDB that cannot
 be set up are each one line on stderr and exit code 2, never a traceback (:func:`clean_failures`).
+
+Every ``pledgewatch`` process imports this module, `--help` included: it imports only typer at
+the top, and the database driver, the settings and the store when a command uses them.
 """
 
 from __future__ import annotations
@@ -9,24 +12,19 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import psycopg
 import typer
 
-from gateway.mqtt import MqttTarget
-from lending.domain.model import DomainError
-from lending.operations import LendingError
-from lending.portfolio_file import PortfolioError
-from pledgewatch.embedded import EmbeddedError
-from pledgewatch.runtime import start_database
-from pledgewatch.serve import BindError
-from pledgewatch.settings import Settings, SettingsError, load_settings
-from schema.migrate import NotMigratedError, require_migrated
-from schema.timescale import TimescaleSetupError
+if TYPE_CHECKING:
+    import psycopg
+
+    from gateway.mqtt import MqttTarget
+    from pledgewatch.settings import Settings
 
 T = TypeVar("T")
 
@@ -54,6 +52,8 @@ CONNECT_TIMEOUT_S = 5
 
 def check_database(url: str) -> None:
     """Exit 2 with one line when the database does not answer (within CONNECT_TIMEOUT_S)."""
+    import psycopg
+
     try:
         psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S).close()
     except psycopg.OperationalError as exc:
@@ -74,6 +74,12 @@ def check_broker(target: MqttTarget) -> None:
 @contextmanager
 def clean_failures() -> Iterator[None]:
     """The failures of starting a command, each as one line and exit code 2."""
+    import psycopg
+
+    from pledgewatch.serve import BindError
+    from schema.migrate import NotMigratedError
+    from schema.timescale import TimescaleSetupError
+
     try:
         yield
     except NotMigratedError as exc:
@@ -85,11 +91,17 @@ def clean_failures() -> Iterator[None]:
     except TimescaleSetupError as exc:
         raise fail(f"{one_line(exc)} (PLEDGEWATCH_USE_TIMESCALEDB=false keeps plain PostgreSQL)"
                    ) from None
-    except (EmbeddedError, BindError) as exc:
+    except BindError as exc:
         raise fail(one_line(exc)) from None
+    except Exception as exc:
+        if isinstance(exc, loaded_types(EMBEDDED_ERRORS)):
+            raise fail(one_line(exc)) from None
+        raise
 
 
 def settings_or_exit() -> Settings:
+    from pledgewatch.settings import SettingsError, load_settings
+
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -115,6 +127,11 @@ def stop_on_signals(stop: Callable[[], object]) -> None:
 def database() -> Iterator[tuple[str, psycopg.Connection]]:
     """The URL of and a connection to the configured (or embedded) store, migrated; lending and
     domain errors inside become one-line exits."""
+    import psycopg
+
+    from pledgewatch.runtime import start_database
+    from schema.migrate import require_migrated
+
     settings = settings_or_exit()
     with ExitStack() as stack, clean_failures():
         url = start_database(settings, stack)
@@ -122,8 +139,26 @@ def database() -> Iterator[tuple[str, psycopg.Connection]]:
         conn = stack.enter_context(psycopg.connect(url))
         try:
             yield url, conn
-        except (LendingError, PortfolioError, DomainError) as exc:
-            raise fail(str(exc)) from None
+        except Exception as exc:
+            if isinstance(exc, loaded_types(USER_ERRORS)):
+                raise fail(str(exc)) from None
+            raise
+
+
+# The lending errors that are the user's to fix (a refused request, a bad portfolio file, a
+# domain rule), each one line and exit 2.
+USER_ERRORS = (("lending.operations", "LendingError"), ("lending.portfolio_file", "PortfolioError"),
+               ("lending.domain.model", "DomainError"))
+# An embedded service that cannot start (not imported when the database and broker are configured).
+EMBEDDED_ERRORS = (("pledgewatch.embedded", "EmbeddedError"),)
+
+
+def loaded_types(names: tuple[tuple[str, str], ...]) -> tuple[type[Exception], ...]:
+    """The exception classes ``(module, name)`` of the modules already imported. Only a module
+    that was imported can have raised its error, so an except clause need not import one: a
+    command that does not use lending (the ledger, accounts, ratings) does not pay for it."""
+    found = ((sys.modules.get(module), name) for module, name in names)
+    return tuple(getattr(module, name) for module, name in found if module is not None)
 
 
 def run(action: Callable[[psycopg.Connection], T]) -> T:

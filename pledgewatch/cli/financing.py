@@ -9,8 +9,6 @@ from typing import Annotated, Any
 
 import typer
 
-from lending import financing
-from lending.trade import judge_shipment
 from pledgewatch.cli.common import database, now, run, stop_on_signals
 
 drawdown_app = typer.Typer(help="Drawdowns against a facility's live limit.", no_args_is_help=True)
@@ -42,6 +40,8 @@ def drawdown_request(
 ) -> None:
     """Request a drawdown: approved at once when it fits the live available limit and nothing
     bars it, else queued for an officer with the reasons."""
+    from lending import financing
+
     idem = key or str(uuid.uuid4())
     row, created = run(lambda conn: financing.request_drawdown(
         conn, facility_id, amount, currency, tenor, purpose, by=by, idempotency_key=idem,
@@ -56,6 +56,8 @@ def drawdown_approve(drawdown_id: Annotated[str, typer.Argument()],
                      comment: Annotated[str | None, typer.Option()] = None,
                      by: Annotated[str, typer.Option(help="the officer")] = "officer") -> None:
     """Approve a waiting drawdown (never past the available limit or for a blacklisted borrower)."""
+    from lending import financing
+
     typer.echo(_show(run(lambda conn: financing.decide_pending(
         conn, drawdown_id, approve=True, by=by, comment=comment, now=now()))))
 
@@ -65,6 +67,8 @@ def drawdown_reject(drawdown_id: Annotated[str, typer.Argument()],
                     comment: Annotated[str | None, typer.Option()] = None,
                     by: Annotated[str, typer.Option(help="the officer")] = "officer") -> None:
     """Reject a waiting drawdown."""
+    from lending import financing
+
     typer.echo(_show(run(lambda conn: financing.decide_pending(
         conn, drawdown_id, approve=False, by=by, comment=comment, now=now()))))
 
@@ -78,6 +82,8 @@ def drawdown_list(
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
 ) -> None:
     """Drawdowns, newest first."""
+    from lending import financing
+
     if status not in (None, "pending", "approved", "rejected", "repaid"):
         raise typer.BadParameter(f"unknown status {status!r}", param_hint="--status")
     rows = run(lambda conn: financing.list_drawdowns(conn, None, limit, 0, facility_id=facility,
@@ -93,6 +99,8 @@ def blacklist_add(borrower_id: Annotated[str, typer.Argument()],
                   reason: Annotated[str, typer.Option(help="why (kept with the entry)")],
                   by: Annotated[str, typer.Option(help="the officer")] = "officer") -> None:
     """Put a borrower on the blacklist: its drawdowns wait for an officer, who cannot approve."""
+    from lending import financing
+
     row = run(lambda conn: financing.blacklist_add(conn, borrower_id, reason, by, now()))
     typer.echo(f"{row['borrower_id']} blacklisted by {row['added_by']}: {row['reason']}")
 
@@ -101,6 +109,8 @@ def blacklist_add(borrower_id: Annotated[str, typer.Argument()],
 def blacklist_remove(borrower_id: Annotated[str, typer.Argument()],
                      by: Annotated[str, typer.Option(help="the officer")] = "officer") -> None:
     """Take a borrower off the blacklist (the entry is kept, marked removed)."""
+    from lending import financing
+
     run(lambda conn: financing.blacklist_remove(conn, borrower_id, by, now()))
     typer.echo(f"{borrower_id} removed from the blacklist by {by}")
 
@@ -109,6 +119,8 @@ def blacklist_remove(borrower_id: Annotated[str, typer.Argument()],
 def blacklist_list(all_: Annotated[bool, typer.Option("--all", help="include removed")] = False,
                    ) -> None:
     """The blacklist, newest first."""
+    from lending import financing
+
     rows = run(lambda conn: financing.blacklist(conn, include_removed=all_))
     if not rows:
         typer.echo("the blacklist is empty")
@@ -129,6 +141,8 @@ def programme_create(
     by: Annotated[str, typer.Option(help="the officer")] = "officer",
 ) -> None:
     """Set a programme line for a core enterprise's chain."""
+    from lending import financing
+
     row = run(lambda conn: financing.create_programme(conn, programme_id, core, currency, line,
                                                       advance_rate, by, now()))
     typer.echo(f"programme {row['programme_id']}: {row['core_id']}'s chain, line "
@@ -138,6 +152,8 @@ def programme_create(
 @programme_app.command("list")
 def programme_list() -> None:
     """Programmes with their use."""
+    from lending import financing
+
     rows = run(lambda conn: financing.list_programmes(conn, None))
     if not rows:
         typer.echo("no programmes")
@@ -153,6 +169,9 @@ def financing_sweep(
 ) -> None:
     """Raise overdue-drawdown and late-payable alerts and judge pending shipments from
     telemetry. The lending engine runs this every 30 s; this runs it by hand."""
+    from lending import financing
+    from lending.trade import judge_shipment
+
     if every == 0:
         result = run(lambda conn: financing.sweep(conn, now(), judge_shipment))
         typer.echo(f"overdue drawdowns {result.overdue}, late payables {result.late}, "

@@ -9,16 +9,17 @@ import json
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import psycopg
 import typer
 
-from ledger import appender, merkle, store, verify
-from ledger.signing import HeadSigner, SignatureError, load_signer
-from notifier.ledger_heads import enqueue_head
 from pledgewatch.cli.common import database, fail, settings_or_exit, stop_on_signals
-from pledgewatch.runtime import ledger_key_path
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from ledger import verify
+    from ledger.signing import HeadSigner
 
 ledger_app = typer.Typer(help="The verifiable ledger: signed heads, proofs, export and verify.",
                          no_args_is_help=True)
@@ -34,6 +35,9 @@ PublicKey = Annotated[str | None, typer.Option(
 
 
 def signer(key_file: Path | None) -> HeadSigner:
+    from ledger.signing import load_signer
+    from pledgewatch.runtime import ledger_key_path
+
     settings = settings_or_exit()
     path = key_file or ledger_key_path(settings)
     try:
@@ -81,6 +85,9 @@ def append(
 ) -> None:
     """The sequencer: append captured events to the log in order and sign tree heads. One writer
     at a time (an advisory lock): running two is safe, they take turns."""
+    from ledger import appender, store
+    from notifier.ledger_heads import enqueue_head
+
     key = signer(key_file)
     policy = appender.HeadPolicy(every_entries, every_seconds)
     with database() as (url, conn):
@@ -100,6 +107,8 @@ def append(
 def head(size: Annotated[int | None, typer.Option(
         min=0, help="the head signed at this size (default: the latest)")] = None) -> None:
     """The signed tree head as JSON: keep it; later `verify --head` proves the log extends it."""
+    from ledger import store
+
     with database() as (_url, conn):
         found = store.latest_head(conn) if size is None else store.head_at(conn, size)
     if found is None:
@@ -110,6 +119,8 @@ def head(size: Annotated[int | None, typer.Option(
 @ledger_app.command("export")
 def export(out: Annotated[Path, typer.Argument(help="a file, or - for stdout")]) -> None:
     """The whole log as JSON lines: every entry's canonical text and every signed head."""
+    from ledger import verify
+
     with database() as (_url, conn):
         conn.autocommit = True
         if str(out) == "-":
@@ -122,6 +133,8 @@ def export(out: Annotated[Path, typer.Argument(help="a file, or - for stdout")])
 
 def inclusion_bundle(conn: psycopg.Connection, index: int, size: int | None,
                      scope: str | None = None) -> dict[str, Any]:
+    from ledger import store
+
     signed = store.latest_head(conn) if size is None else store.head_at(conn, size)
     if signed is None:
         raise fail("no signed head" + ("" if size is None else f" at size {size}") +
@@ -160,6 +173,9 @@ def verify_command(
 ) -> None:
     """Verify the ledger. No option: the whole log in the database (every leaf hash, every signed
     head) and its rows. Exit 1 naming the first entry or head that no longer matches."""
+    from ledger import merkle, store, verify
+    from ledger.signing import SignatureError
+
     pinned = _pinned(public_key)
     if proof is not None:
         if kept_head is None:

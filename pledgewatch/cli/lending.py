@@ -12,42 +12,14 @@ import sys
 import threading
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from prometheus_client import start_http_server
 
-from lending.domain.model import ReleaseStatus
-from lending.engine import LendingEngine
-from lending.financing import FinancingSweeper
-from lending.financing import repay as do_repay
-from lending.metrics import EngineMetrics
-from lending.operations import (
-    acknowledge_alert,
-    advance_release,
-    list_alerts,
-    list_inspections,
-    load_portfolio,
-    post_prices,
-    record_inspection,
-    record_sale,
-    request_release,
-    resolve_alert,
-)
-from lending.portfolio_file import (
-    MAX_CLI_CSV_BYTES,
-    MAX_CLI_YAML_BYTES,
-    PortfolioError,
-    read_portfolio,
-)
-from lending.price_file import PriceFileError, read_prices_csv
-from lending.store import latest_snapshots
-from lending.trade import judge_shipment
 from pledgewatch.cli.common import database, fail, now, run, settings_or_exit, stop_on_signals
-from pledgewatch.runtime import ledger_key_path, start_ledger
-from pledgewatch.serve import bind_problem
-from rating.monitoring import RatingMetrics
-from rating.service import RatingScheduler
+
+if TYPE_CHECKING:
+    from lending.domain.model import ReleaseStatus
 
 portfolio_app = typer.Typer(help="Load borrowers, facilities, lots and sensors.", no_args_is_help=True)
 prices_app = typer.Typer(help="Commodity prices.", no_args_is_help=True)
@@ -69,6 +41,14 @@ def portfolio_load(
     """Insert or update a portfolio; a duplicate pledge refuses the whole file and alerts.
     Sensors not registered yet become devices of their borrower's tenant. A lots CSV may be up to
     512 MiB (read row by row), a YAML file up to 64 MiB; more than 10,000 lots show progress."""
+    from lending.operations import load_portfolio
+    from lending.portfolio_file import (
+        MAX_CLI_CSV_BYTES,
+        MAX_CLI_YAML_BYTES,
+        PortfolioError,
+        read_portfolio,
+    )
+
     cap = MAX_CLI_CSV_BYTES if path.suffix.lower() == ".csv" else MAX_CLI_YAML_BYTES
     with ExitStack() as bars:
         shown: list[Any] = []  # the click progress bar, once there is one
@@ -97,6 +77,9 @@ def portfolio_load(
 @prices_app.command("post")
 def prices_post(path: Annotated[Path, typer.Argument(help="CSV: time,commodity,price,currency")]) -> None:
     """Post commodity prices; facilities holding those commodities are revalued."""
+    from lending.operations import post_prices
+    from lending.price_file import PriceFileError, read_prices_csv
+
     if not path.is_file():
         raise fail(f"{path}: no such file")
     try:
@@ -118,6 +101,9 @@ def facility_limit(
     as_json: Annotated[bool, typer.Option("--json", help="every input as JSON")] = False,
 ) -> None:
     """Recompute a facility now and print its limit with the explanation."""
+    from lending.engine import LendingEngine
+    from lending.store import latest_snapshots
+
     with database() as (url, conn):
         engine = LendingEngine(url)
         try:
@@ -146,11 +132,15 @@ def release_request(
     quantity: Annotated[float, typer.Option(min=0.000001, help="units to release")],
 ) -> None:
     """Request a release of goods from a lot (an officer approves it)."""
+    from lending.operations import request_release
+
     run(lambda conn: request_release(conn, release_id, lot_id, quantity, now()))
     typer.echo(f"release {release_id}: requested {quantity:g} unit(s) from {lot_id}")
 
 
 def _advance(release_id: str, to: ReleaseStatus) -> None:
+    from lending.operations import advance_release
+
     order = run(lambda conn: advance_release(conn, release_id, to, now()))
     typer.echo(f"release {release_id}: {order.status} ({order.quantity:g} unit(s) of {order.lot_id})")
 
@@ -158,18 +148,24 @@ def _advance(release_id: str, to: ReleaseStatus) -> None:
 @release_app.command("approve")
 def release_approve(release_id: Annotated[str, typer.Argument()]) -> None:
     """Approve a requested release."""
+    from lending.domain.model import ReleaseStatus
+
     _advance(release_id, ReleaseStatus.APPROVED)
 
 
 @release_app.command("execute")
 def release_execute(release_id: Annotated[str, typer.Argument()]) -> None:
     """Mark an approved release executed: the goods leave and the lot's quantity falls."""
+    from lending.domain.model import ReleaseStatus
+
     _advance(release_id, ReleaseStatus.EXECUTED)
 
 
 @release_app.command("reject")
 def release_reject(release_id: Annotated[str, typer.Argument()]) -> None:
     """Reject a requested or approved release."""
+    from lending.domain.model import ReleaseStatus
+
     _advance(release_id, ReleaseStatus.REJECTED)
 
 
@@ -178,6 +174,8 @@ def repay(
     amount: Annotated[float, typer.Argument(min=0.01, max=1e14, help="amount repaid")],
 ) -> None:
     """Record a repayment; the facility's outstanding and limit follow."""
+    from lending.financing import repay as do_repay
+
     row = run(lambda conn: do_repay(conn, facility_id, amount, now(), by="cli"))
     typer.echo(f"facility {facility_id}: repaid {amount:,.2f}, outstanding "
                f"{row['outstanding']:,.2f}" + (f", {row['unapplied']:,.2f} more than was owed"
@@ -189,6 +187,8 @@ def sale(
     amount: Annotated[float, typer.Argument(min=0, max=1e14, help="sales amount")],
 ) -> None:
     """Record a sales signal (ERP/POS/invoice) for a facility's borrower."""
+    from lending.operations import record_sale
+
     run(lambda conn: record_sale(conn, facility_id, amount, now()))
     typer.echo(f"facility {facility_id}: sale of {amount:,.2f} recorded")
 
@@ -200,6 +200,8 @@ def alerts_list(
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
 ) -> None:
     """List alerts, newest first."""
+    from lending.operations import list_alerts
+
     alerts = run(lambda conn: list_alerts(conn, facility, all_, limit))
     if not alerts:
         typer.echo("no alerts")
@@ -212,6 +214,8 @@ def alerts_list(
 def alerts_ack(alert_id: Annotated[int, typer.Argument(min=1)],
                by: Annotated[str, typer.Option(help="who acknowledges")] = "officer") -> None:
     """Acknowledge an open alert."""
+    from lending.operations import acknowledge_alert
+
     run(lambda conn: acknowledge_alert(conn, alert_id, by, now()))
     typer.echo(f"alert #{alert_id} acknowledged by {by}")
 
@@ -223,6 +227,8 @@ def alerts_resolve(alert_id: Annotated[int, typer.Argument(min=1)],
                             "geofence, tamper, spoofing and duplicate-pledge alerts)")] = None,
                    by: Annotated[str, typer.Option(help="who resolves")] = "officer") -> None:
     """Resolve an alert with a comment (a critical alert without one is refused)."""
+    from lending.operations import resolve_alert
+
     run(lambda conn: resolve_alert(conn, alert_id, by, comment, now()))
     typer.echo(f"alert #{alert_id} resolved by {by}")
 
@@ -236,6 +242,8 @@ def inspection_record(
 ) -> None:
     """Record a physical count of a lot; a count the sensors disagree with lowers the lot's trust
     and raises inspection_mismatch until they agree again."""
+    from lending.operations import record_inspection
+
     row = run(lambda conn: record_inspection(conn, lot_id, count, counted_by=by, recorded_by="cli",
                                              now=now(), note=note))
     sensors = row["sensor_quantity"]
@@ -250,6 +258,8 @@ def inspection_list(
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
 ) -> None:
     """List inspections, newest count first."""
+    from lending.operations import list_inspections
+
     rows = run(lambda conn: list_inspections(conn, lot, limit))
     if not rows:
         typer.echo("no inspections")
@@ -283,6 +293,17 @@ def engine(
 ) -> None:
     """Run the lending engine: recompute facilities on new telemetry, portfolio changes and time.
     Run several with the same --shards to split the book; a dead one's share is taken over."""
+    from prometheus_client import start_http_server
+
+    from lending.engine import LendingEngine
+    from lending.financing import FinancingSweeper
+    from lending.metrics import EngineMetrics
+    from lending.trade import judge_shipment
+    from pledgewatch.runtime import ledger_key_path, start_ledger
+    from pledgewatch.serve import bind_problem
+    from rating.monitoring import RatingMetrics
+    from rating.service import RatingScheduler
+
     with database() as (url, _conn):
         pass  # checks reachability and migrations; the engine opens its own connections
     metrics = EngineMetrics()

@@ -9,19 +9,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
-import psycopg
 import typer
-import uvicorn
-from prometheus_client import start_http_server
 
-from api.password_policy import WeakPassword, check_password
-from firmware_sim.market import PRICE_SCENARIOS
-from firmware_sim.scenarios import SCENARIOS
-from gateway.consumer import Gateway
-from gateway.lease import MAX_SLOTS
-from gateway.metrics import GatewayMetrics
-from gateway.mqtt import parse_mqtt_url
-from gateway.writer_process import WriterGone
+from gateway import MAX_SLOTS
 from pledgewatch.cli import accounts, financing, ledger, lending, operators, rating, reconcile
 from pledgewatch.cli.bench import register_bench
 from pledgewatch.cli.common import (
@@ -33,31 +23,6 @@ from pledgewatch.cli.common import (
     settings_or_exit,
     stop_on_signals,
     warn,
-)
-from pledgewatch.demo import OFFICER as DEMO_OFFICER
-from pledgewatch.demo import DemoOptions, run_demo
-from pledgewatch.http import create_app
-from pledgewatch.notifier_hooks import notifier_hooks, notifier_target
-from pledgewatch.runtime import (
-    gateway_config,
-    running_embedded_broker,
-    start_database,
-    start_services,
-    time_series_options,
-)
-from pledgewatch.serve import bind_problem, bind_socket
-from pledgewatch.settings import SLOTS_NEED_A_GROUP, SettingsError
-from pledgewatch.sim import SimError, run_sim
-from schema.migrate import apply_all, require_migrated
-from schema.timescale import probe
-from telemetry.provisioning import (
-    DeviceError,
-    create_secret_file,
-    existing_devices,
-    issue_credentials,
-    provision,
-    provision_many,
-    read_devices_csv,
 )
 
 app = typer.Typer(
@@ -75,6 +40,12 @@ app.add_typer(devices_app, name="devices")
 def migrate() -> None:
     """Apply pending database migrations (TimescaleDB features when the extension can be used;
     plain PostgreSQL, with a warning, when it is not installed, not preloaded or not allowed)."""
+    import psycopg
+
+    from pledgewatch.runtime import start_database, time_series_options
+    from schema.migrate import apply_all
+    from schema.timescale import probe
+
     settings = settings_or_exit()
     with ExitStack() as stack, clean_failures():
         url = start_database(settings, stack)
@@ -104,6 +75,8 @@ def gateway(
 ) -> None:
     """Run the MQTT ingestion gateway until SIGINT/SIGTERM. Gateways with the same client id share
     the slots: each holds its fair share, and takes over the slots of one that dies."""
+    from pledgewatch.settings import SLOTS_NEED_A_GROUP
+
     settings = settings_or_exit()
     if metrics_port is not None and not 0 <= metrics_port <= 65535:
         raise fail("--metrics-port must be between 0 and 65535")
@@ -111,6 +84,15 @@ def gateway(
         settings = settings.model_copy(update={"gateway_slots": parse_slots(slots)})
     if settings.gateway_slots > 1 and settings.mqtt_shared_group is None:
         raise fail(SLOTS_NEED_A_GROUP.format(slots=settings.gateway_slots))
+    from prometheus_client import start_http_server
+
+    from gateway.consumer import Gateway
+    from gateway.metrics import GatewayMetrics
+    from gateway.writer_process import WriterGone
+    from pledgewatch.runtime import gateway_config, start_services
+    from pledgewatch.serve import bind_problem
+    from schema.migrate import require_migrated
+
     with ExitStack() as stack:
         with clean_failures():
             endpoints = start_services(settings, stack)
@@ -143,6 +125,9 @@ ScenarioOption = Annotated[str, typer.Option(help="simulator scenario")]
 
 def check_scenario(scenario: str, *, prices: bool = False) -> None:
     """Device scenarios for the simulator; the demo also takes price scenarios (price-crash)."""
+    from firmware_sim.market import PRICE_SCENARIOS
+    from firmware_sim.scenarios import SCENARIOS
+
     known = set(SCENARIOS) | (set(PRICE_SCENARIOS) - {"steady"} if prices else set())
     if scenario not in known:
         raise fail(f"unknown scenario {scenario!r}; choose from {', '.join(sorted(known))}")
@@ -160,6 +145,11 @@ def demo(
              "leaves (6 more devices)")] = True,
 ) -> None:
     """Run the whole platform (store, broker, gateway, HTTP, simulated fleet) until Ctrl-C."""
+    from api.password_policy import WeakPassword, check_password
+    from gateway.mqtt import parse_mqtt_url
+    from pledgewatch.demo import OFFICER as DEMO_OFFICER
+    from pledgewatch.demo import DemoOptions, run_demo
+
     settings = settings_or_exit()
     check_scenario(scenario, prices=True)
     if settings.demo_password is not None:
@@ -187,6 +177,9 @@ def sim(
     register: Annotated[bool, typer.Option(help="register the devices in the store first")] = True,
 ) -> None:
     """Publish simulated telemetry over MQTT until Ctrl-C (or --duration)."""
+    from gateway.mqtt import parse_mqtt_url
+    from pledgewatch.sim import SimError, run_sim
+
     settings = settings_or_exit()
     check_scenario(scenario)
     if settings.mqtt_url is not None:
@@ -203,6 +196,16 @@ def sim(
 def serve() -> None:
     """Run the API, the dashboard, live events and the alert notifier (webhooks + MQTT) until
     Ctrl-C. The configured port must be free (PLEDGEWATCH_HTTP_PORT=0: any free port)."""
+    import uvicorn
+
+    from gateway.mqtt import parse_mqtt_url
+    from pledgewatch.http import create_app
+    from pledgewatch.notifier_hooks import notifier_hooks, notifier_target
+    from pledgewatch.runtime import running_embedded_broker, start_database
+    from pledgewatch.serve import bind_socket
+    from pledgewatch.settings import SettingsError
+    from schema.migrate import require_migrated
+
     settings = settings_or_exit()
     with ExitStack() as stack:
         with clean_failures():
@@ -263,6 +266,11 @@ def devices_add(
         raise fail("give DEVICE_ID and --tenant, or --file devices.csv")
     if credentials_out is not None or passwd_out is not None:
         raise fail("--credentials-out and --passwd-out go with --file")
+    import psycopg
+
+    from pledgewatch.runtime import start_database
+    from telemetry.provisioning import DeviceError, provision
+
     settings = settings_or_exit()
     with ExitStack() as stack, clean_failures():
         url = start_database(settings, stack)
@@ -286,6 +294,18 @@ def _devices_add_file(file: Path, credentials_out: Path, passwd_out: Path | None
     for out in outputs:
         if out.exists() or out.is_symlink():
             raise fail(f"{out} exists; refusing to overwrite it")
+    import psycopg
+
+    from pledgewatch.runtime import start_database
+    from telemetry.provisioning import (
+        DeviceError,
+        create_secret_file,
+        existing_devices,
+        issue_credentials,
+        provision_many,
+        read_devices_csv,
+    )
+
     settings = settings_or_exit()
     written: list[Path] = []
     try:

@@ -8,8 +8,6 @@ from typing import Annotated
 
 import typer
 
-from lending import operators
-from lending.operations import InvalidRequest
 from pledgewatch.cli.common import fail, run
 
 operators_app = typer.Typer(help="Warehouse operators and the lots in their warehouses.",
@@ -21,6 +19,9 @@ Lots = Annotated[list[str], typer.Argument(help="lot ids", show_default=False)]
 
 
 def _checked(operator_id: str) -> str:
+    from lending import operators
+    from lending.operations import InvalidRequest
+
     try:
         return operators.check_operator_id(operator_id)
     except InvalidRequest as exc:
@@ -31,6 +32,8 @@ def _checked(operator_id: str) -> str:
 def operators_add(operator_id: OperatorArg,
                   name: Annotated[str, typer.Option(help="the operator's company name")]) -> None:
     """Register a warehouse operator."""
+    from lending import operators
+
     _checked(operator_id)
     if not 0 < len(name) <= operators.MAX_NAME or not name.strip():
         raise fail(f"--name must be 1-{operators.MAX_NAME} characters")
@@ -41,11 +44,15 @@ def operators_add(operator_id: OperatorArg,
 @operators_app.command("list")
 def operators_list() -> None:
     """Every operator and how many lots it stores."""
+    from lending import operators
+
     for row in run(operators.operators):
         typer.echo(f"{row['operator_id']:<24} {row['lots']:>6} lot(s)  {row['name']}")
 
 
 def _assign(operator_id: str | None, lot_ids: list[str]) -> None:
+    from lending import operators
+
     moved = run(lambda conn: operators.assign_lots(conn, operator_id, lot_ids))
     for m in moved:
         was = f" (was {m['previous']})" if m["previous"] not in (None, operator_id) else ""

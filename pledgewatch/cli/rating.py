@@ -10,8 +10,6 @@ from typing import Annotated, Any
 import typer
 
 from pledgewatch.cli.common import fail, now, run
-from rating import service
-from rating.registry import Registry
 
 rating_app = typer.Typer(help="Credit ratings from the platform's daily features.",
                          no_args_is_help=True)
@@ -31,6 +29,9 @@ def rating_run(
 ) -> None:
     """Compute every borrower's features for the day, rate them all, log changes of grade and move
     the terms of facilities whose product maps grades to terms."""
+    from rating import service
+    from rating.registry import Registry
+
     day = (as_of or now()).date()
     if models is not None and not models.is_dir():
         raise fail(f"{models}: no such model registry directory")
@@ -50,6 +51,8 @@ def rating_run(
 def rating_show(borrower_id: Annotated[str, typer.Argument()],
                 history: Annotated[int, typer.Option(min=1, max=3650)] = 10) -> None:
     """A borrower's current rating, reason codes and grade history."""
+    from rating import service
+
     got = run(lambda conn: service.borrower_rating(conn, borrower_id, history))
     if got is None:
         raise fail(f"{borrower_id}: not rated (or no such borrower)", code=1)

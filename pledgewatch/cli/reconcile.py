@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lending import reconciliation, statement_file
-from lending.statement_file import StatementFileError
 from pledgewatch.cli.common import fail, now, run
+
+if TYPE_CHECKING:
+    from lending.statement_file import StatementFileError
 
 reconcile_app = typer.Typer(help="T+0 reconciliation: the bank's statement, the operator's stock.",
                             no_args_is_help=True)
 
 
 def _read(path: Path) -> bytes:
+    from lending import statement_file
+
     try:
         if path.stat().st_size > statement_file.MAX_FILE_BYTES:
             raise fail(f"{path}: larger than {statement_file.MAX_FILE_BYTES} bytes")
@@ -41,6 +44,9 @@ def statement(
     by: Annotated[str, typer.Option(help="who imports")] = "officer",
 ) -> None:
     """Match a statement against the drawdowns and repayments; list the breaks (each alerted)."""
+    from lending import reconciliation, statement_file
+    from lending.statement_file import StatementFileError
+
     if fmt not in (None, "csv", "camt053"):
         raise typer.BadParameter(f"unknown format {fmt!r}", param_hint="--format")
     data = _read(path)
@@ -64,6 +70,9 @@ def statement(
 def stock(path: Annotated[Path, typer.Argument(help="CSV lot_id,quantity,as_of")],
           by: Annotated[str, typer.Option(help="who imports")] = "officer") -> None:
     """Import the warehouse operator's stock ledger."""
+    from lending import reconciliation, statement_file
+    from lending.statement_file import StatementFileError
+
     try:
         rows = statement_file.parse_stock_csv(statement_file.decode(_read(path)))
     except StatementFileError as exc:
@@ -77,6 +86,8 @@ def goods(facility: Annotated[str | None, typer.Option(help="only this facility"
           flagged: Annotated[bool, typer.Option("--flagged", help="only lots that differ")] = False,
           ) -> None:
     """Goods three ways per lot: pledged, sensor-verified and the operator's quantity."""
+    from lending import reconciliation
+
     lines = run(lambda conn: reconciliation.goods(conn, facility))
     shown = [g for g in lines if g.flagged or not flagged]
     if not shown:

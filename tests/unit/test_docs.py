@@ -10,6 +10,7 @@ import typer
 
 from firmware_sim.scenarios import SCENARIOS
 from lending.domain.alerts import AlertType
+from pledgewatch.cli.bench import load_bench_app
 from pledgewatch.cli.main import app
 from pledgewatch.settings import Settings
 from telemetry.contract.catalogue import CATALOGUE
@@ -47,8 +48,11 @@ def _commands(group: typer.Typer, prefix: str = "pledgewatch") -> list[str]:
     names = [f"{prefix} {c.name or (c.callback.__name__ if c.callback else '')}".replace("_", "-")
              for c in group.registered_commands]
     for sub in group.registered_groups:
-        assert sub.typer_instance is not None
-        names += _commands(sub.typer_instance, f"{prefix} {sub.name}")
+        instance = sub.typer_instance
+        if sub.name == "bench" and prefix == "pledgewatch":  # mounted lazily: its real commands
+            instance = load_bench_app()
+        assert instance is not None
+        names += _commands(instance, f"{prefix} {sub.name}")
     return names
 
 
