@@ -22,7 +22,7 @@ from starlette.types import ASGIApp
 from api import problems
 from api.dashboard import CSP as DASHBOARD_CSP
 from api.dashboard import mount, swagger_ui_available
-from api.deps import ApiConfig, PrincipalCache
+from api.deps import ApiConfig, KeyLookups, PrincipalCache
 from api.live import LiveHub
 from api.login_throttle import LoginThrottle
 from api.middleware import BodySizeLimit, HeaderPolicy, SecurityHeaders
@@ -117,6 +117,7 @@ def create_app(database_url: str, config: ApiConfig, *, registry: CollectorRegis
                     "RFC 9457 problem details; lists paginate with `limit` and `offset`.")
     app.state.pool = pool
     app.state.auth_pool = auth_pool
+    app.state.key_lookups = KeyLookups(auth_pool)  # API keys the cache misses, in batches
     app.state.registry = registry
     app.state.extra_registries = []  # more processes' parts served on /metrics (the notifier)
     app.state.api_config = config

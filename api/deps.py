@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Annotated, Concatenate, Generic, ParamSpec, TypeVar
+from typing import Annotated, Any, Concatenate, Generic, ParamSpec, TypeVar
 
 import psycopg
 from fastapi import Depends, Query, Request
@@ -120,19 +120,72 @@ async def _on_pool(pool: ConnectionPool, fn: Callable[Concatenate[psycopg.Connec
 UNAUTHORIZED = {"WWW-Authenticate": 'Bearer, ApiKey header="X-API-Key"'}
 
 
-def _key_principal(conn: psycopg.Connection, digest: bytes) -> Principal | None:
-    """An enterprise's key (one borrower) or a warehouse operator's (one operator): a key names
-    exactly one of the two (migration 0021)."""
-    row = conn.execute("SELECT key_id, borrower_id, operator_id FROM api_keys"
-                       " WHERE key_sha256 = %s AND revoked_at IS NULL", (digest,)).fetchone()
-    if row is None:
-        return None
-    key_id, borrower_id, operator_id = row
-    if operator_id is not None and borrower_id is None:
-        return Principal(Role.OPERATOR, key_id, operator_id=operator_id)
-    if borrower_id is not None and operator_id is None:
-        return Principal(Role.ENTERPRISE, key_id, borrower_id)
-    return None
+def _key_principals(conn: psycopg.Connection, digests: list[bytes]) -> dict[bytes, Principal]:
+    """The principals of those keys that exist and are not revoked: an enterprise's key (one
+    borrower) or a warehouse operator's (one operator); a key names exactly one of the two
+    (migration 0021)."""
+    found = {}
+    for digest, key_id, borrower_id, operator_id in conn.execute(
+            "SELECT key_sha256, key_id, borrower_id, operator_id FROM api_keys"
+            " WHERE key_sha256 = ANY(%s) AND revoked_at IS NULL", (digests,)):
+        if operator_id is not None and borrower_id is None:
+            found[bytes(digest)] = Principal(Role.OPERATOR, key_id, operator_id=operator_id)
+        elif borrower_id is not None and operator_id is None:
+            found[bytes(digest)] = Principal(Role.ENTERPRISE, key_id, borrower_id)
+    return found
+
+
+class KeyLookups:
+    """API keys missing from the principal cache, looked up in batches: while one batch is being
+    looked up (on the auth pool, in a worker thread), the keys that miss meanwhile wait for it
+    and go together in the next one, a thread hop and a query for all of them. With many keys
+    (an enterprise each) nearly every request misses the short-lived cache; under concurrent
+    requests this is one look-up for several of them, and no request waits longer than the batch
+    in flight and its own. One batch at a time: at most one of the auth pool's connections."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+        self._waiting: dict[bytes, list[asyncio.Future[Principal | None]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def principal(self, key: str) -> Principal | None:
+        if not 0 < len(key) <= 200:
+            return None
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Principal | None] = loop.create_future()
+        self._waiting.setdefault(api_key_digest(key), []).append(future)
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, {}
+            try:
+                found = await _on_pool(self._pool, _key_principals, list(batch))
+            except BaseException as exc:
+                # e.g. the pool's timeout: each waiting request fails with it; cancelled (the
+                # loop is closing): so are they
+                for futures in batch.values():
+                    for future in futures:
+                        if future.done():
+                            pass
+                        elif isinstance(exc, Exception):
+                            future.set_exception(exc)
+                        else:
+                            future.cancel()
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for digest, futures in batch.items():
+                for future in futures:
+                    if not future.done():  # not a request that went away meanwhile
+                        future.set_result(found.get(digest))
+
+
+def _key_lookups(request: Request) -> KeyLookups:
+    lookups: KeyLookups = request.app.state.key_lookups  # api.app.create_app, on the auth pool
+    return lookups
 
 
 def _user_principal(conn: psycopg.Connection, username: str, role: Role,
@@ -154,6 +207,10 @@ async def current_principal(
     """The caller. A credential checked within the cache TTL costs no query and no thread: this
     runs on the event loop and only a cache miss looks the key or user up in a worker thread (on a
     connection of its own, so a long-lived response such as /events does not pin one)."""
+    return await _principal(request, token, api_key)
+
+
+async def _principal(request: Request, token: str | None, api_key: str | None) -> Principal:
     cache: PrincipalCache = request.app.state.principals
     config: ApiConfig = request.app.state.api_config
     if api_key is not None or (token is not None and token.startswith("pwk_")):
@@ -161,8 +218,7 @@ async def current_principal(
         assert key is not None
         found = cache.get(("key", key))
         if found is None:
-            found = (await _auth_lookup(request, _key_principal, api_key_digest(key))
-                     if 0 < len(key) <= 200 else None)
+            found = await _key_lookups(request).principal(key)
             if found is None:
                 raise ApiProblem(401, "the API key is unknown or revoked", UNAUTHORIZED)
             cache.put(("key", key), found)
@@ -194,6 +250,10 @@ async def party_principal(principal: AnyPrincipal) -> Principal:
     """A bank user or an enterprise. A warehouse operator is refused (403) everywhere but on the
     routes that take :data:`AnyPrincipal` or :data:`BankOrOperator`, so a route added later is
     closed to operators until it says otherwise."""
+    return _party(principal)
+
+
+def _party(principal: Principal) -> Principal:
     if principal.role is Role.OPERATOR:
         raise ApiProblem(403, "a warehouse operator's key may not do this")
     return principal
@@ -224,6 +284,26 @@ async def bank_or_operator(principal: AnyPrincipal) -> Principal:
 BankUser = Annotated[Principal, Depends(bank_user)]
 AdminUser = Annotated[Principal, Depends(admin_user)]
 BankOrOperator = Annotated[Principal, Depends(bank_or_operator)]
+
+
+async def caller(request: Request) -> Principal:
+    """:data:`CurrentPrincipal` as one plain dependency, for the hot write paths (a drawdown, a
+    voucher transfer): FastAPI resolves each nested dependency with a context and a pass over its
+    parameters of its own, so the four of ``party_principal`` → ``current_principal`` → ``oauth2``
+    and ``api_key_header`` were a large part of such a request's CPU. This reads the same
+    headers the same way (it calls the two schemes itself) and decides the same. A route taking
+    it declares the two schemes in its OpenAPI operation with ``openapi_extra=CALLER_SECURITY``
+    (the schemes themselves are in the document through the routes that depend on them).
+    tests/unit/test_sdk_schema.py compares the document with the SDK's copy."""
+    return _party(await _principal(request, await oauth2(request), await api_key_header(request)))
+
+
+Caller = Annotated[Principal, Depends(caller)]
+"""A bank user or an enterprise (:data:`CurrentPrincipal`), resolved in one dependency."""
+# The security requirement FastAPI writes for a route that depends on oauth2 and api_key_header.
+CALLER_SECURITY: dict[str, Any] = {
+    "security": [{oauth2.scheme_name: []}, {api_key_header.scheme_name: []}]}
+
 
 T = TypeVar("T")
 

@@ -132,6 +132,18 @@ class SecurityHeaders:
 
     def __init__(self, app: ASGIApp, policy: HeaderPolicy) -> None:
         self.app, self.policy = app, policy
+        # (CSP, over HTTPS) → the headers to add, encoded once rather than on every response
+        self._wanted: dict[tuple[str, bool], list[tuple[bytes, bytes]]] = {}
+
+    def _headers(self, csp: str, https: bool) -> list[tuple[bytes, bytes]]:
+        wanted = self._wanted.get((csp, https))
+        if wanted is None:
+            named = {**BASE_HEADERS, "content-security-policy": csp, "cache-control": "no-store"}
+            if https:
+                named["strict-transport-security"] = HSTS
+            wanted = self._wanted[(csp, https)] = [(k.encode(), v.encode())
+                                                   for k, v in named.items()]
+        return wanted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -140,18 +152,13 @@ class SecurityHeaders:
         path: str = scope["path"]
         csp = next((v for p, v in self.policy.page_csp.items() if path == p or
                     path.startswith(p.rstrip("/") + "/")), API_CSP)
-        https = client_scheme(scope, self.policy.trusted_proxies) == "https"
+        wanted = self._headers(csp, client_scheme(scope, self.policy.trusted_proxies) == "https")
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _value in headers}
-                wanted = {**BASE_HEADERS, "content-security-policy": csp,
-                          "cache-control": "no-store"}
-                if https:
-                    wanted["strict-transport-security"] = HSTS
-                headers += [(k.encode(), v.encode()) for k, v in wanted.items()
-                            if k.encode() not in present]
+                headers += [(k, v) for k, v in wanted if k not in present]
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -9,7 +9,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 
-from api.deps import BankUser, ConnDep, CurrentPrincipal, Page, PageDep, with_conn
+from api.deps import (
+    CALLER_SECURITY,
+    BankUser,
+    Caller,
+    ConnDep,
+    CurrentPrincipal,
+    Page,
+    PageDep,
+    with_conn,
+)
 from api.problems import ApiProblem, responses
 from api.schemas import (
     ChainPublic,
@@ -101,8 +110,8 @@ def get_voucher(conn: ConnDep, principal: CurrentPrincipal, voucher_id: VoucherI
 
 
 @router.post("/vouchers/{voucher_id}/transfer", response_model=VoucherDetail, status_code=201,
-             responses=responses(401, 403, 404, 409, 422))
-async def transfer_voucher(request: Request, principal: CurrentPrincipal, voucher_id: VoucherId,
+             responses=responses(401, 403, 404, 409, 422), openapi_extra=CALLER_SECURITY)
+async def transfer_voucher(request: Request, principal: Caller, voucher_id: VoucherId,
                            body: VoucherTransfer) -> dict[str, Any]:
     """Transfer part (or all) of a voucher you hold to a member of the same chain; the rest stays
     yours as a new voucher. A voucher is spent once."""

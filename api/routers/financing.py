@@ -8,7 +8,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
-from api.deps import BankUser, ConnDep, CurrentPrincipal, Page, PageDep, with_conn
+from api.deps import (
+    CALLER_SECURITY,
+    BankUser,
+    Caller,
+    ConnDep,
+    CurrentPrincipal,
+    Page,
+    PageDep,
+    with_conn,
+)
 from api.problems import responses
 from api.schemas import (
     BlacklistCreate,
@@ -35,8 +44,9 @@ IdempotencyKey = Annotated[str, Header(
 @router.post("/drawdowns", response_model=DrawdownPublic, status_code=201,
              responses={**responses(401, 404, 409, 422),
                         200: {"model": DrawdownPublic,
-                              "description": "a retry: the drawdown the key already made"}})
-async def request_drawdown(request: Request, principal: CurrentPrincipal, body: DrawdownCreate,
+                              "description": "a retry: the drawdown the key already made"}},
+             openapi_extra=CALLER_SECURITY)
+async def request_drawdown(request: Request, principal: Caller, body: DrawdownCreate,
                            response: Response, key: IdempotencyKey) -> dict[str, Any]:
     """Draw on a facility. Approved at once when the amount fits the live available limit, the
     facility has no open critical alert and the borrower is not blacklisted; otherwise `pending`

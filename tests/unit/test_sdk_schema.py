@@ -30,7 +30,7 @@ from pledgewatch_sdk.client import OPERATIONS, Operation
 from pydantic import BaseModel
 
 from api.app import create_app
-from api.deps import ApiConfig, admin_user, bank_or_operator, bank_user, current_principal
+from api.deps import ApiConfig, admin_user, bank_or_operator, bank_user, caller, current_principal
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOT = ROOT / "sdk" / "openapi.json"
@@ -117,12 +117,13 @@ def api_routes(app: FastAPI) -> Iterator[tuple[str, set[str], Dependant]]:
 
 
 def enterprise_operations(app: FastAPI) -> set[tuple[str, str]]:
-    """Routes in the schema that need a caller (current_principal) but not a bank user, an
-    admin, or a bank user or warehouse operator: what an enterprise's API key may call."""
+    """Routes in the schema that need a caller (current_principal, or caller: the hot paths' one
+    dependency for it) but not a bank user, an admin, or a bank user or warehouse operator: what
+    an enterprise's API key may call."""
     found = set()
     for path, methods, dependant in api_routes(app):
         needs = set(calls(dependant))
-        if current_principal in needs and not needs & {bank_user, admin_user, bank_or_operator}:
+        if needs & {current_principal, caller} and not needs & {bank_user, admin_user, bank_or_operator}:
             found |= {(method, path) for method in methods}
     return found
 
