@@ -55,7 +55,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 
-from lending.domain.assess import Assessment, FacilityInputs, LotResult, assess
+from lending.domain.assess import Assessment, FacilityInputs, LotResult, assess, assess_many
 from lending.domain.quantity import TrustPolicy
 from lending.domain.rules import RulePolicy
 from lending.domain.sales import last_closed_day
@@ -298,21 +298,18 @@ class LendingEngine:
             now = self.clock()
             loaded = load_inputs(conn, ids, now, self.cache, self.prices, policy=self.policy,
                                  observations=self.observations, snapshots=self.snapshots)
+            present = []
             for fid in ids:
-                inputs = loaded.inputs.get(fid)
-                if inputs is None:  # gone from the book
+                if fid in loaded.inputs:
+                    present.append(loaded.inputs[fid])
+                else:  # gone from the book
                     self.deadlines.schedule(fid, None)
-                    continue
-                try:
-                    assessment = assess(inputs, now, self.policy, self.trust, self.lot_results)
-                except Exception:
-                    log.exception("lending engine: cannot assess facility %s; skipped", fid)
-                    self.stats.failed += 1
-                    self.metrics.failed.inc()
+            for inputs, assessment in zip(present, self._assess(present, now), strict=True):
+                if assessment is None:
                     continue
                 self.lot_results.update(assessment.lots)
-                self.deadlines.schedule(fid, next_deadline(inputs, assessment, now, self.policy,
-                                                           self.trust))
+                self.deadlines.schedule(inputs.facility.id, next_deadline(
+                    inputs, assessment, now, self.policy, self.trust))
                 results.append(assessment)
             raised = persist_all(conn, results)  # the snapshots that moved in one COPY
             self.snapshots.remember(conn, [a.snapshot for a in results
@@ -322,6 +319,27 @@ class LendingEngine:
                     self.stats.snapshots += 1
                 self.stats.alerts_raised += len(ids_raised)
         return results
+
+    def _assess(self, batch: list[FacilityInputs], now: datetime) -> list[Assessment | None]:
+        """The chunk's assessments in one vectorised value pass (:func:`assess_many`); should
+        one facility fail, each is assessed on its own, and those that fail are skipped
+        (None)."""
+        try:
+            return list(assess_many(batch, now, self.policy, self.trust, self.lot_results))
+        except Exception:  # found below, facility by facility
+            log.debug("lending engine: a chunk failed as one; assessing it facility by facility",
+                      exc_info=True)
+        out: list[Assessment | None] = []
+        for inputs in batch:
+            try:
+                out.append(assess(inputs, now, self.policy, self.trust, self.lot_results))
+            except Exception:
+                log.exception("lending engine: cannot assess facility %s; skipped",
+                              inputs.facility.id)
+                self.stats.failed += 1
+                self.metrics.failed.inc()
+                out.append(None)
+        return out
 
     def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
         """Listen and recompute until ``stop`` is set; reconnects with backoff on errors."""

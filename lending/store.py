@@ -8,7 +8,7 @@ import math
 from bisect import bisect_left
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +31,7 @@ from lending.domain.alerts import (
 from lending.domain.assess import Assessment, FacilityInputs
 from lending.domain.inspection import Inspection
 from lending.domain.limits import LimitSnapshot, LotLine
+from lending.domain.memo import moved
 from lending.domain.model import (
     Commodity,
     Facility,
@@ -559,7 +560,7 @@ class ObservationCache:
         known = self.lots.get(lot.id)
         if (known is not None and known[0] == key and not known[1].door_open_at
                 and now >= known[1].now):
-            obs = replace(known[1], now=now)
+            obs = moved(known[1], now=now)
         else:
             obs = observe(lot, cache, status, now, door_window, refused)
         self.lots[lot.id] = (key, obs)

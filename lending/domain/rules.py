@@ -252,7 +252,8 @@ def _collateral_haircut(s: LimitSnapshot, default: float) -> float:
     return min(1.0, max(0.0, 1.0 - sum(lot.value for lot in priced) / market))
 
 
-def _cure(s: LimitSnapshot, facility: Facility, policy: RulePolicy) -> dict[str, Any]:
+def _cure(s: LimitSnapshot, facility: Facility, policy: RulePolicy,
+          cut: float | None = None) -> dict[str, Any]:
     """What cures an LTV warning with margin: LTV brought to ``target_ltv`` = warning line −
     hysteresis − ``ltv_cure_margin``, either by adding goods (``top_up_needed``: their market
     value at the lots' haircut, trusted in full; ``top_up_value``: the same after the haircut) or
@@ -260,7 +261,8 @@ def _cure(s: LimitSnapshot, facility: Facility, policy: RulePolicy) -> dict[str,
     no collateral can do it (a haircut of 100 %, or a target at or below zero)."""
     terms = facility.terms
     target = terms.warning_ltv - terms.ltv_hysteresis - policy.ltv_cure_margin
-    cut = _collateral_haircut(s, terms.base_haircut)
+    if cut is None:
+        cut = _collateral_haircut(s, terms.base_haircut)
     drawn, trusted = s.outstanding, s.trusted_collateral_value
     if target <= 0:
         return {"target_ltv": target, "haircut": cut, "top_up_value": None, "top_up_needed": None,
@@ -281,17 +283,19 @@ def _cure_text(evidence: Mapping[str, Any], currency: str) -> str:
             f"{evidence['haircut']:.1%} haircut) or {repay}")
 
 
-def _ltv_evidence(s: LimitSnapshot, facility: Facility, policy: RulePolicy) -> dict[str, Any]:
+def _ltv_evidence(s: LimitSnapshot, facility: Facility, policy: RulePolicy,
+                  cut: float | None = None) -> dict[str, Any]:
     return {"ltv": None if math.isinf(s.ltv) else s.ltv, "outstanding": s.outstanding,
             "collateral_value": s.collateral_value,
             "trusted_collateral_value": s.trusted_collateral_value, "warning_ltv": s.warning_ltv,
-            "liquidation_ltv": s.liquidation_ltv, **_cure(s, facility, policy),
+            "liquidation_ltv": s.liquidation_ltv, **_cure(s, facility, policy, cut),
             "prices": {lot.commodity: [lot.price, lot.price_time] for lot in s.lots},
             "lots": {lot.lot_id: {"pledged": lot.pledged, "value": lot.value, "trust": lot.trust}
                      for lot in s.lots}}
 
 
-def overadvance_finding(facility: Facility, s: LimitSnapshot, policy: RulePolicy) -> Finding:
+def overadvance_finding(facility: Facility, s: LimitSnapshot, policy: RulePolicy,
+                        cut: float | None = None) -> Finding:
     """Drawn above the limit: the amount to repay (to ``limit × (1 − overadvance_hysteresis)``,
     so that paying it clears the alert), or the market value of goods to add where the borrowing
     base, not the line, binds."""
@@ -306,7 +310,8 @@ def overadvance_finding(facility: Facility, s: LimitSnapshot, policy: RulePolicy
     repay = _ceil_cents(max(0.0, drawn - target))
     needed_limit = drawn / (1.0 - policy.overadvance_hysteresis) if policy.overadvance_hysteresis < 1 \
         else math.inf
-    cut = _collateral_haircut(s, facility.terms.base_haircut)
+    if cut is None:  # the lots' haircut (facility_findings finds it once for its rules)
+        cut = _collateral_haircut(s, facility.terms.base_haircut)
     per_market = (1.0 - cut) * facility.terms.advance_rate  # borrowing base per unit of market value
     top_up = None
     if needed_limit <= s.line and per_market > 0:
@@ -342,7 +347,8 @@ def facility_findings(facility: Facility, snapshot: LimitSnapshot, latest: Mappi
     ``sales_velocity`` is taken as closed-day totals already.
     """
     terms, ltv = facility.terms, snapshot.ltv
-    evidence = _ltv_evidence(snapshot, facility, policy)
+    cut = _collateral_haircut(snapshot, terms.base_haircut)
+    evidence = _ltv_evidence(snapshot, facility, policy, cut)
     fid = facility.id
     if ltv >= terms.warning_ltv:
         warn = Signal.RAISE
@@ -377,7 +383,7 @@ def facility_findings(facility: Facility, snapshot: LimitSnapshot, latest: Mappi
         f"LTV {_ltv_text(ltv)}: {reason}",
         {**evidence, "cure_deadline": warning.cure_deadline.isoformat()
          if warning is not None and warning.cure_deadline else None}))
-    over = overadvance_finding(facility, snapshot, policy)
+    over = overadvance_finding(facility, snapshot, policy, cut)
     findings.append(replace(over, signal=_unless_waiting(over.signal, awaiting_first_readings)))
     floor, trusted = facility.value_floor, snapshot.trusted_collateral_value
     if floor > 0 and trusted < floor:
